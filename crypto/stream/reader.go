@@ -1,0 +1,193 @@
+package stream
+
+import (
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Reader opens a stream sealed by a Writer.
+//
+// Read returns plaintext only from segments that have authenticated, each
+// as soon as it has arrived, and io.EOF only after the final segment has
+// authenticated and src has ended right after it. A Reader reads src with
+// two reads per segment; wrap a connection in a bufio.Reader to read in
+// larger chunks. It holds two segment-sized buffers, allocates nothing per
+// segment, and is not safe for concurrent use. It never closes src.
+type Reader struct {
+	src   io.Reader
+	hdr   Header
+	aead  cipher.AEAD
+	ad    [adSize]byte
+	word  [wordSize]byte
+	frame []byte // nonce, ciphertext and tag of one segment
+	pt    []byte // plaintext of the current segment
+	off   int    // bytes of pt already returned
+	index uint64 // index of the next segment
+	last  bool   // the final segment has been opened
+	err   error  // sticky; io.EOF at the end
+}
+
+// NewReader reads the stream header from src, asks key for the data key,
+// checks the key commitment (ErrWrongKey) and the header (ErrHeader), and
+// returns a Reader positioned at the first segment. It reads exactly the
+// header's bytes from src. Errors from key are returned wrapped.
+func NewReader(src io.Reader, key KeyFunc) (*Reader, error) {
+	raw, err := parseHeader(src)
+	if err != nil {
+		return nil, err
+	}
+	dataKey, err := key(raw.Header)
+	if err != nil {
+		return nil, fmt.Errorf("stream: data key for key ID %q: %w", raw.KeyID, err)
+	}
+	k, err := raw.open(dataKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := newAEAD(k.segment)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{
+		src:   src,
+		hdr:   raw.Header,
+		aead:  aead,
+		frame: make([]byte, 0, raw.SegmentSize+nonceSize+gcmTagSize),
+		pt:    make([]byte, 0, raw.SegmentSize),
+	}
+	hh := sha256.Sum256(raw.bytes)
+	copy(r.ad[:], hh[:])
+	return r, nil
+}
+
+// Header returns the stream's authenticated header. Check its context
+// (route, jurisdiction, policy version) before using the plaintext.
+func (r *Reader) Header() Header {
+	h := r.hdr
+	h.WrappedKey = append([]byte(nil), r.hdr.WrappedKey...)
+	return h
+}
+
+// Read reads plaintext into p. After an error, every call returns the same
+// error.
+func (r *Reader) Read(p []byte) (int, error) {
+	for r.off == len(r.pt) {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		r.next()
+	}
+	n := copy(p, r.pt[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// WriteTo writes the plaintext to dst without copying it through a caller's
+// buffer, until the end of the stream or an error. It returns nil at the
+// end of the stream, like io.Copy.
+func (r *Reader) WriteTo(dst io.Writer) (int64, error) {
+	var total int64
+	for {
+		for r.off == len(r.pt) {
+			if r.err == io.EOF {
+				return total, nil
+			}
+			if r.err != nil {
+				return total, r.err
+			}
+			r.next()
+		}
+		n, err := dst.Write(r.pt[r.off:])
+		r.off += n
+		total += int64(n)
+		if err == nil && r.off < len(r.pt) {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// next opens the next segment into r.pt, or sets r.err.
+func (r *Reader) next() {
+	r.pt = r.pt[:0]
+	r.off = 0
+	if r.last {
+		r.err = r.checkEnd()
+		return
+	}
+	if r.index >= MaxSegments {
+		r.fail(fmt.Errorf("%w: segment %d", ErrTooLong, r.index))
+		return
+	}
+	if _, err := io.ReadFull(r.src, r.word[:]); err != nil {
+		r.fail(r.readErr(err))
+		return
+	}
+	word := binary.BigEndian.Uint32(r.word[:])
+	last := word&lastFlag != 0
+	n := int(word &^ lastFlag)
+	if n > cap(r.pt) {
+		r.fail(fmt.Errorf("%w: segment %d length %d exceeds segment size %d", ErrAuthFailed, r.index, n, cap(r.pt)))
+		return
+	}
+	if n == 0 && !last {
+		r.fail(fmt.Errorf("%w: segment %d is empty and not final", ErrAuthFailed, r.index))
+		return
+	}
+	frame := r.frame[:nonceSize+n+gcmTagSize]
+	if _, err := io.ReadFull(r.src, frame); err != nil {
+		r.fail(r.readErr(err))
+		return
+	}
+	binary.BigEndian.PutUint64(r.ad[sha256.Size:], r.index)
+	copy(r.ad[sha256.Size+8:], r.word[:])
+	pt, err := r.aead.Open(r.pt[:0], nil, frame, r.ad[:])
+	if err != nil {
+		r.fail(fmt.Errorf("%w: segment %d", ErrAuthFailed, r.index))
+		return
+	}
+	r.pt = pt
+	r.index++
+	r.last = last
+}
+
+func (r *Reader) readErr(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if r.index == 0 && errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: no segments after header", ErrTruncated)
+		}
+		return fmt.Errorf("%w: input ends at segment %d before the final segment", ErrTruncated, r.index)
+	}
+	return fmt.Errorf("stream: read segment %d: %w", r.index, err)
+}
+
+// checkEnd makes sure nothing follows the final segment.
+func (r *Reader) checkEnd() error {
+	for {
+		n, err := r.src.Read(r.word[:1])
+		if n > 0 {
+			return ErrTrailingData
+		}
+		if errors.Is(err, io.EOF) {
+			return io.EOF
+		}
+		if err != nil {
+			return fmt.Errorf("stream: read after final segment: %w", err)
+		}
+	}
+}
+
+func (r *Reader) fail(err error) {
+	r.err = err
+	clear(r.pt[:cap(r.pt)])
+	r.pt = r.pt[:0]
+}
