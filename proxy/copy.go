@@ -1,0 +1,192 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// bufPool holds data-frame buffers: header room plus one chunk.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, frameHeaderLen+dataChunk)
+	return &b
+}}
+
+// SessionClosedError reports that the other side ended the session with a
+// reason code (a close frame).
+type SessionClosedError struct{ Reason string }
+
+func (e *SessionClosedError) Error() string { return "proxy: session closed by peer: " + e.Reason }
+
+// errTruncated is returned when the tunnel ends without an end frame: the
+// data that arrived may be incomplete, so the app must not see a clean end.
+var errTruncated = errors.New("proxy: tunnel ended without an end frame")
+
+// frameReader reads the payload of data frames as one byte stream. An end
+// frame is io.EOF; the tunnel ending any other way is an error. Posture
+// frames go to onPosture. Errors stick.
+type frameReader struct {
+	r         io.Reader
+	remaining int
+	hdr       [frameHeaderLen]byte
+	onPosture func([]byte) error
+	err       error
+}
+
+func (f *frameReader) Read(p []byte) (int, error) {
+	for f.remaining == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		f.err = f.next()
+	}
+	if len(p) > f.remaining {
+		p = p[:f.remaining]
+	}
+	n, err := f.r.Read(p)
+	f.remaining -= n
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = errTruncated
+		}
+		f.err = err
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return n, err
+}
+
+func (f *frameReader) next() error {
+	typ, n, err := readHeader(f.r, &f.hdr)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return errTruncated
+		}
+		return err
+	}
+	switch typ {
+	case frameData:
+		f.remaining = n
+		return nil
+	case frameEnd:
+		return io.EOF
+	case framePosture, frameClose:
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(f.r, payload); err != nil {
+			return errTruncated
+		}
+		if typ == frameClose {
+			var c Close
+			if json.Unmarshal(payload, &c) != nil || c.Reason == "" {
+				c.Reason = "unspecified"
+			}
+			return &SessionClosedError{Reason: c.Reason}
+		}
+		if f.onPosture == nil {
+			return fmt.Errorf("%w: posture frame from the accepting side", ErrUnexpectedFrame)
+		}
+		return f.onPosture(payload)
+	}
+	return fmt.Errorf("%w 0x%02x in an admitted session", ErrUnexpectedFrame, typ)
+}
+
+// frameWriter wraps every Write in data frames.
+type frameWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), dataChunk)
+		if cap(f.buf) < frameHeaderLen+n {
+			f.buf = make([]byte, frameHeaderLen+dataChunk)
+		}
+		b := f.buf[:frameHeaderLen+n]
+		b[0] = frameData
+		binary.BigEndian.PutUint32(b[1:], uint32(n))
+		copy(b[frameHeaderLen:], p[:n])
+		if _, err := f.w.Write(b); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// pumpToTunnel copies src into data frames on dst until src ends, then
+// sends an end frame. It reads straight into the frame buffer: one copy.
+func pumpToTunnel(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, err := src.Read(buf[frameHeaderLen:])
+		if n > 0 {
+			buf[0] = frameData
+			binary.BigEndian.PutUint32(buf[1:], uint32(n))
+			if _, werr := dst.Write(buf[:frameHeaderLen+n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			activity(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return total, writeFrame(dst, frameEnd, nil)
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// pump copies src to dst until src ends. io.EOF from src is a clean end.
+func pump(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := (*bp)[:dataChunk]
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			activity(n)
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// closeWrite half-closes c where it can, else closes it.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() == nil {
+			return
+		}
+	}
+	c.Close()
+}
+
+// abort closes c so that its peer sees a reset rather than a clean end:
+// truncated data must never look complete.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}

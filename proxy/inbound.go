@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/posture"
+)
+
+// Reason codes the data path adds to posture's.
+const (
+	reasonBadHello            = "bad_hello"
+	reasonCapacity            = "capacity"
+	reasonUpstreamUnavailable = "upstream_unavailable"
+	reasonEvicted             = "evicted"
+)
+
+// serveInbound takes a tunnel connection through the TLS handshake, the
+// hello and admission, then proxies it to the route's upstream.
+func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[string]*InboundRoute) {
+	start := time.Now()
+	connID := s.connSeq.Add(1)
+	elem, pc := s.pending.add(raw)
+	defer s.pending.remove(elem)
+	raw.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
+	tc := tls.Server(raw, s.serverTC)
+	ev := Event{Kind: "admission", Direction: "inbound", PeerAddr: raw.RemoteAddr().String()}
+
+	if err := tc.HandshakeContext(ctx); err != nil {
+		reason := string(identity.Classify(err))
+		if pc.evicted.Load() {
+			reason = reasonEvicted
+			s.m.CapacityRefuse.WithLabelValues("handshake_evicted").Inc()
+		}
+		s.m.Handshakes.WithLabelValues("accept", reason).Inc()
+		var pe *identity.PeerError
+		if errors.As(err, &pe) && !pe.ID.IsZero() {
+			ev.PeerID = pe.ID.String()
+		}
+		s.log.Info("tunnel refused in handshake", "conn_id", connID, "remote_addr", ev.PeerAddr, "spiffe_id", ev.PeerID, "reason", reason, "err", err)
+		ev.Time, ev.Verdict, ev.Reasons, ev.Outcome = s.now(), "deny", []string{reason}, "handshake_refused"
+		s.events(ev)
+		raw.Close()
+		return
+	}
+	s.m.Handshakes.WithLabelValues("accept", "ok").Inc()
+	cs := tc.ConnectionState()
+	peerID, _ := identity.PeerID(cs)
+	ev.PeerID = peerID.String()
+
+	deny := func(reason, detail string, err error) {
+		s.m.Admissions.WithLabelValues(ev.Route, "deny", reason).Inc()
+		s.m.HandshakeTime.Observe(time.Since(start).Seconds())
+		s.log.Info("session denied", "conn_id", connID, "route", ev.Route, "spiffe_id", ev.PeerID, "session_id", ev.SessionID, "reason", reason, "detail", detail, "err", err)
+		if len(ev.Reasons) == 0 {
+			ev.Reasons = []string{reason}
+		}
+		ev.Time, ev.Verdict, ev.Outcome = s.now(), "deny", "denied"
+		s.events(ev)
+		writeJSONFrame(tc, frameDeny, Deny{Reason: reason})
+		tc.Close()
+	}
+
+	var hello Hello
+	if _, d, err := readControl(tc, frameHello, &hello); err != nil || d != nil {
+		deny(reasonBadHello, "no valid hello frame", err)
+		return
+	}
+	ev.SessionID = hello.Session
+	if err := hello.validate(); err != nil {
+		ev.SessionID = ""
+		deny(reasonBadHello, "", err)
+		return
+	}
+	ev.Route = hello.Route
+	route, ok := routes[hello.Route]
+	if !ok {
+		ev.Route = "" // a peer-chosen string is not a metric label
+		deny(string(posture.ReasonUnknownRoute), "", nil)
+		return
+	}
+	req := posture.Request{Route: route.Name, PeerID: peerID, PostureToken: []byte(hello.Posture), Now: s.now()}
+	if len(cs.PeerCertificates) > 0 {
+		req.PeerSPKIHash = identity.SPKIHash(cs.PeerCertificates[0])
+	}
+	dec := (*s.decider.Load()).Decide(req)
+	ev.PolicyVersion = dec.PolicyVersion
+	for _, r := range dec.Reasons {
+		ev.Reasons = append(ev.Reasons, string(r))
+	}
+	if !dec.Admitted() {
+		reason := string(posture.ReasonInternal)
+		if len(dec.Reasons) > 0 {
+			reason = string(dec.Reasons[0])
+		}
+		deny(reason, "", nil)
+		return
+	}
+	if s.active.Load() >= int64(s.cfg.MaxSessions) {
+		s.m.CapacityRefuse.WithLabelValues("sessions").Inc()
+		deny(reasonCapacity, "session limit reached", nil)
+		return
+	}
+	d := net.Dialer{Timeout: s.cfg.ConnectTimeout}
+	app, err := d.DialContext(ctx, "tcp", route.Upstream)
+	if err != nil {
+		deny(reasonUpstreamUnavailable, route.Upstream, err)
+		return
+	}
+	if route.ProxyProtocol {
+		h, err := proxyHeader(raw.RemoteAddr(), raw.LocalAddr(), peerID.String())
+		if err == nil {
+			_, err = app.Write(h)
+		}
+		if err != nil {
+			app.Close()
+			deny(reasonUpstreamUnavailable, "PROXY protocol header", err)
+			return
+		}
+	}
+	admit := Admit{Version: ProtocolVersion, Session: hello.Session, Verdict: dec.Verdict.String(), Profile: dec.Profile, PolicyVersion: dec.PolicyVersion}
+	if err := writeJSONFrame(tc, frameAdmit, admit); err != nil {
+		app.Close()
+		tc.Close()
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	s.m.Admissions.WithLabelValues(route.Name, dec.Verdict.String(), ev.Reasons[0]).Inc()
+	s.m.HandshakeTime.Observe(time.Since(start).Seconds())
+	ev.Time, ev.Verdict, ev.Profile, ev.Outcome = s.now(), dec.Verdict.String(), dec.Profile, "admitted"
+	s.events(ev)
+	s.pending.remove(elem)
+	s.runSession(&session{
+		s: s, app: app, tun: tc, route: route.Name, direction: "inbound",
+		id: hello.Session, connID: connID, peerID: peerID.String(), start: start,
+	})
+}

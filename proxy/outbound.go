@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/medgate/medgate/identity"
+)
+
+// serveOutbound carries one app connection to the route's remote sidecar.
+func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRoute) {
+	start := time.Now()
+	connID := s.connSeq.Add(1)
+	sessionID := newSessionID()
+	log := s.log.With("route", r.Name, "direction", "outbound", "conn_id", connID, "session_id", sessionID, "peer", r.Peer)
+	ev := Event{Kind: "admission", Route: r.Name, Direction: "outbound", SessionID: sessionID, PeerAddr: r.Peer, PeerID: r.PeerID.String()}
+	fail := func(reason string, err error) {
+		log.Warn("session not established", "reason", reason, "err", err)
+		ev.Time, ev.Verdict, ev.Reasons, ev.Outcome = s.now(), "deny", []string{reason}, "not_established"
+		s.events(ev)
+		abort(app)
+	}
+	if s.active.Load() >= int64(s.cfg.MaxSessions) {
+		s.m.CapacityRefuse.WithLabelValues("sessions").Inc()
+		fail(reasonCapacity, nil)
+		return
+	}
+	d := net.Dialer{Timeout: s.cfg.ConnectTimeout}
+	raw, err := d.DialContext(ctx, "tcp", r.Peer)
+	if err != nil {
+		fail("peer_unreachable", err)
+		return
+	}
+	raw.SetDeadline(start.Add(s.cfg.ConnectTimeout + s.cfg.HandshakeTimeout))
+	tc := tls.Client(raw, identity.ClientConfig(s.src, identity.AllowID(r.PeerID), s.now))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		reason := identity.Classify(err)
+		s.m.Handshakes.WithLabelValues("dial", string(reason)).Inc()
+		raw.Close()
+		fail(string(reason), err)
+		return
+	}
+	s.m.Handshakes.WithLabelValues("dial", "ok").Inc()
+	hello := Hello{Version: ProtocolVersion, Route: r.RemoteRoute, Session: sessionID}
+	if err := writeJSONFrame(tc, frameHello, hello); err != nil {
+		tc.Close()
+		fail("peer_closed", err)
+		return
+	}
+	var admit Admit
+	_, deny, err := readControl(tc, frameAdmit, &admit)
+	switch {
+	case err != nil:
+		tc.Close()
+		fail("bad_answer", err)
+		return
+	case deny != nil:
+		tc.Close()
+		s.m.Admissions.WithLabelValues(r.Name, "deny", deny.Reason).Inc()
+		fail(deny.Reason, errors.New("refused by the remote sidecar"))
+		return
+	case admit.Session != sessionID:
+		tc.Close()
+		fail("bad_answer", errors.New("admit names another session"))
+		return
+	}
+	raw.SetDeadline(time.Time{})
+	s.m.Admissions.WithLabelValues(r.Name, admit.Verdict, "admitted").Inc()
+	s.m.HandshakeTime.Observe(time.Since(start).Seconds())
+	ev.Time, ev.Verdict, ev.Profile, ev.PolicyVersion, ev.Outcome = s.now(), admit.Verdict, admit.Profile, admit.PolicyVersion, "admitted"
+	s.events(ev)
+	s.runSession(&session{
+		s: s, app: app, tun: tc, route: r.Name, direction: "outbound",
+		id: sessionID, connID: connID, peerID: r.PeerID.String(), start: start,
+	})
+}

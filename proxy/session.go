@@ -1,0 +1,137 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// session is one admitted, proxied connection: the app's plaintext
+// connection and the tunnel.
+type session struct {
+	s         *Server
+	app       net.Conn
+	tun       *tls.Conn
+	route     string
+	direction string
+	id        string
+	connID    uint64
+	peerID    string
+	start     time.Time
+
+	last      atomic.Int64 // unix nanoseconds of the last byte either way
+	closeOnce sync.Once
+	outcome   atomic.Pointer[string]
+}
+
+// abort ends the session at once with the given outcome, unless it already
+// has one.
+func (ss *session) abort(outcome string) {
+	ss.outcome.CompareAndSwap(nil, &outcome)
+	ss.closeOnce.Do(func() {
+		abort(ss.app)
+		ss.tun.NetConn().Close()
+	})
+}
+
+// run carries bytes both ways until both directions have ended, then
+// records the session's end. It owns app and tun and closes both.
+func (s *Server) runSession(ss *session) {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		ss.abort("shutdown")
+		return
+	}
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+	s.active.Add(1)
+	open := s.m.ConnsOpen.WithLabelValues(ss.route, ss.direction)
+	open.Inc()
+	log := s.log.With("route", ss.route, "direction", ss.direction, "conn_id", ss.connID, "session_id", ss.id, "spiffe_id", ss.peerID)
+	log.Info("connection open")
+
+	ss.last.Store(time.Now().UnixNano())
+	activity := func(int) { ss.last.Store(time.Now().UnixNano()) }
+	idle := s.cfg.IdleTimeout
+	var watchdog *time.Timer
+	watchdog = time.AfterFunc(idle, func() {
+		if since := time.Since(time.Unix(0, ss.last.Load())); since < idle {
+			watchdog.Reset(idle - since)
+			return
+		}
+		ss.abort("idle_timeout")
+	})
+
+	var toPeer, fromPeer int64
+	var upErr, downErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		toPeer, upErr = pumpToTunnel(ss.tun, ss.app, activity)
+		if upErr != nil {
+			ss.abort(outcomeOf(upErr, "app_error"))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		fromPeer, downErr = pump(ss.app, &frameReader{r: ss.tun}, activity)
+		if downErr != nil {
+			ss.abort(outcomeOf(downErr, "tunnel_error"))
+			return
+		}
+		closeWrite(ss.app)
+	}()
+	wg.Wait()
+	watchdog.Stop()
+	ok := "ok"
+	ss.outcome.CompareAndSwap(nil, &ok)
+	ss.closeOnce.Do(func() {
+		ss.tun.Close()
+		ss.app.Close()
+	})
+
+	outcome := *ss.outcome.Load()
+	dur := time.Since(ss.start)
+	open.Dec()
+	s.active.Add(-1)
+	s.m.ConnsTotal.WithLabelValues(ss.route, ss.direction, outcome).Inc()
+	s.m.Bytes.WithLabelValues(ss.route, "app_to_peer").Add(float64(toPeer))
+	s.m.Bytes.WithLabelValues(ss.route, "peer_to_app").Add(float64(fromPeer))
+	s.m.ConnDuration.WithLabelValues(ss.route, ss.direction).Observe(dur.Seconds())
+	level := slog.LevelInfo
+	if outcome != "ok" {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, "connection closed", "bytes_to_peer", toPeer, "bytes_from_peer", fromPeer, "duration", dur, "outcome", outcome)
+	s.events(Event{
+		Time: s.now(), Kind: "session_end", Route: ss.route, Direction: ss.direction,
+		SessionID: ss.id, PeerID: ss.peerID, BytesToPeer: toPeer, BytesFromPeer: fromPeer,
+		DurationMS: dur.Milliseconds(), Outcome: outcome,
+	})
+	s.mu.Lock()
+	delete(s.sessions, ss)
+	s.mu.Unlock()
+}
+
+func outcomeOf(err error, fallback string) string {
+	var sc *SessionClosedError
+	switch {
+	case errors.As(err, &sc):
+		return "closed_by_peer:" + sc.Reason
+	case errors.Is(err, errTruncated):
+		return "truncated"
+	case errors.Is(err, ErrUnexpectedFrame), errors.Is(err, ErrFrameTooLarge):
+		return "protocol_error"
+	case errors.Is(err, io.ErrClosedPipe), errors.Is(err, net.ErrClosed):
+		return "closed"
+	}
+	return fallback
+}
