@@ -195,6 +195,21 @@ func compile(files []policyFile) (*Policy, error) {
 	}
 	l.checkOverlaps()
 	if len(l.errs) > 0 {
+		order := make(map[string]int, len(files))
+		for i, f := range files {
+			order[f.name] = i
+		}
+		slices.SortStableFunc(l.errs, func(a, b error) int {
+			fa, _ := a.(*FieldError)
+			fb, _ := b.(*FieldError)
+			if fa == nil || fb == nil {
+				return 0
+			}
+			if d := order[fa.File] - order[fb.File]; d != 0 {
+				return d
+			}
+			return fa.Line - fb.Line
+		})
 		return nil, invalid(l.errs)
 	}
 	p := &l.p

@@ -414,6 +414,7 @@ func (p *Policy) finish() error {
 	p.routes = make(map[routeKey]*Route, len(p.Routes))
 	for i := range p.Routes {
 		r := &p.Routes[i]
+		slices.SortFunc(r.Allow, func(a, b IDPattern) int { return strings.Compare(a.raw, b.raw) })
 		p.routes[routeKey{r.Direction, r.Name}] = r
 	}
 	p.profiles = make(map[string]*Profile, len(p.Profiles))
