@@ -1,0 +1,363 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/proxy"
+)
+
+// envPrefix is the prefix of every setting's variable.
+const envPrefix = "MEDGATE_"
+
+// sidecarEnv is the sidecar's bootstrap configuration. Each field's help
+// tag is what 'medgate sidecar --help' prints for it.
+type sidecarEnv struct {
+	SVIDCert        string   `env:"SVID_CERT" help:"PEM file with the X.509-SVID (leaf first); reloaded when it changes"`
+	SVIDKey         string   `env:"SVID_KEY" help:"PEM file with the SVID's PKCS#8 private key"`
+	TrustBundle     []string `env:"TRUST_BUNDLE" envSeparator:"," help:"PEM trust bundle files, comma-separated, one per trust domain (federation); TD=PATH names a bundle's trust domain"`
+	WorkloadAPIAddr string   `env:"WORKLOAD_API_ADDR" help:"SPIFFE Workload API address, unix:///path (falls back to SPIFFE_ENDPOINT_SOCKET); used instead of the PEM files"`
+
+	InboundRoute         string `env:"INBOUND_ROUTE" envDefault:"default" help:"name of the inbound route remote sidecars ask for"`
+	InboundListen        string `env:"INBOUND_LISTEN" help:"host:port for tunnels from remote sidecars"`
+	InboundUpstream      string `env:"INBOUND_UPSTREAM" help:"host:port of the local app behind the inbound route"`
+	InboundAllow         string `env:"INBOUND_ALLOW" help:"SPIFFE IDs admitted when no policy is configured: spiffe://td/path, spiffe://td/* or spiffe://td/path/*, comma-separated"`
+	InboundProxyProtocol bool   `env:"INBOUND_PROXY_PROTOCOL" envDefault:"false" help:"send a PROXY protocol v2 header with the peer's SPIFFE ID (TLV 0xE0) to the app"`
+
+	OutboundListen string `env:"OUTBOUND_LISTEN" help:"loopback host:port the local app connects to"`
+	OutboundPeer   string `env:"OUTBOUND_PEER" help:"host:port of the remote sidecar"`
+	OutboundPeerID string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
+	OutboundRoute  string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
+
+	Config     string `env:"CONFIG" help:"YAML file with more inbound and outbound routes (same fields)"`
+	PolicyFile string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents); replaces INBOUND_ALLOW lists"`
+	EventLog   string `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
+
+	AdminAddr string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9901" help:"address of /healthz, /readyz and /metrics; empty turns it off"`
+	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	LogFormat string `env:"LOG_FORMAT" help:"text or json; default text with colour on a terminal, json otherwise"`
+
+	HandshakeTimeout     time.Duration `env:"HANDSHAKE_TIMEOUT" envDefault:"5s" help:"bound on a tunnel's TLS handshake and session setup"`
+	ConnectTimeout       time.Duration `env:"CONNECT_TIMEOUT" envDefault:"5s" help:"bound on dialing a remote sidecar or the local app"`
+	IdleTimeout          time.Duration `env:"IDLE_TIMEOUT" envDefault:"15m" help:"close a session after this long with no bytes either way"`
+	DrainTimeout         time.Duration `env:"DRAIN_TIMEOUT" envDefault:"30s" help:"on SIGTERM, how long live sessions may finish before they are closed"`
+	MaxSessions          int           `env:"MAX_SESSIONS" envDefault:"4096" help:"most proxied connections at once, all routes together"`
+	MaxPendingHandshakes int           `env:"MAX_PENDING_HANDSHAKES" envDefault:"256" help:"most tunnel connections not yet admitted; a new one evicts the oldest"`
+	SVIDReloadInterval   time.Duration `env:"SVID_RELOAD_INTERVAL" envDefault:"2s" help:"how often PEM files are checked for changes"`
+}
+
+// routesFile is the shape of MEDGATE_CONFIG.
+type routesFile struct {
+	Inbound []struct {
+		Name          string   `yaml:"name"`
+		Listen        string   `yaml:"listen"`
+		Upstream      string   `yaml:"upstream"`
+		Allow         []string `yaml:"allow"`
+		ProxyProtocol bool     `yaml:"proxyProtocol"`
+	} `yaml:"inbound"`
+	Outbound []struct {
+		Name        string `yaml:"name"`
+		Listen      string `yaml:"listen"`
+		Peer        string `yaml:"peer"`
+		PeerID      string `yaml:"peerID"`
+		RemoteRoute string `yaml:"remoteRoute"`
+	} `yaml:"outbound"`
+}
+
+// sidecarConfig is the checked configuration.
+type sidecarConfig struct {
+	env   sidecarEnv
+	proxy proxy.Config
+	// workloadAPI is set when identity comes from the Workload API.
+	workloadAPI string
+}
+
+// loadSidecarConfig reads and checks every setting, reporting all problems
+// at once, each naming its variable.
+func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
+	e, err := env.ParseAsWithOptions[sidecarEnv](env.Options{Environment: environ, Prefix: envPrefix})
+	errs, unparsed := parseErrors(err, sidecarEnv{})
+	bad := func(name, format string, args ...any) {
+		if unparsed[name] {
+			return // already reported as unparseable
+		}
+		errs = append(errs, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...)))
+	}
+	cfg := &sidecarConfig{env: e}
+
+	// Identity.
+	cfg.workloadAPI = e.WorkloadAPIAddr
+	if cfg.workloadAPI == "" && e.SVIDCert == "" && e.SVIDKey == "" {
+		cfg.workloadAPI = environ["SPIFFE_ENDPOINT_SOCKET"]
+	}
+	switch {
+	case cfg.workloadAPI != "":
+		if e.SVIDCert != "" || e.SVIDKey != "" {
+			bad("WORKLOAD_API_ADDR", "set together with SVID_CERT/SVID_KEY; choose one source of identity")
+		}
+		if !strings.HasPrefix(cfg.workloadAPI, "unix:///") && !strings.HasPrefix(cfg.workloadAPI, "tcp://") {
+			bad("WORKLOAD_API_ADDR", "%q is not an absolute unix:///path or tcp://host:port address", cfg.workloadAPI)
+		}
+	default:
+		if e.SVIDCert == "" {
+			bad("SVID_CERT", "required (or set MEDGATE_WORKLOAD_API_ADDR)")
+		} else if err := readable(e.SVIDCert); err != nil {
+			bad("SVID_CERT", "%v", err)
+		}
+		if e.SVIDKey == "" {
+			bad("SVID_KEY", "required with MEDGATE_SVID_CERT")
+		} else if err := readable(e.SVIDKey); err != nil {
+			bad("SVID_KEY", "%v", err)
+		}
+		if len(e.TrustBundle) == 0 {
+			bad("TRUST_BUNDLE", "required with MEDGATE_SVID_CERT: the CA certificates peers are verified against")
+		}
+		for _, b := range e.TrustBundle {
+			_, path, _ := strings.Cut(b, "=")
+			if !strings.Contains(b, "=") {
+				path = b
+			}
+			if err := readable(path); err != nil {
+				bad("TRUST_BUNDLE", "%v", err)
+			}
+		}
+	}
+
+	// Routes from variables.
+	if e.InboundListen != "" || e.InboundUpstream != "" || e.InboundAllow != "" {
+		r := proxy.InboundRoute{Name: e.InboundRoute, Listen: e.InboundListen, Upstream: e.InboundUpstream, ProxyProtocol: e.InboundProxyProtocol}
+		if e.InboundListen == "" {
+			bad("INBOUND_LISTEN", "required for the inbound route")
+		} else if err := hostPort(e.InboundListen); err != nil {
+			bad("INBOUND_LISTEN", "%v", err)
+		}
+		if e.InboundUpstream == "" {
+			bad("INBOUND_UPSTREAM", "required for the inbound route")
+		} else if err := hostPort(e.InboundUpstream); err != nil {
+			bad("INBOUND_UPSTREAM", "%v", err)
+		}
+		ps, err := identity.ParsePatterns(e.InboundAllow)
+		if err != nil {
+			bad("INBOUND_ALLOW", "%v", err)
+		}
+		if len(ps) == 0 && e.PolicyFile == "" && err == nil {
+			bad("INBOUND_ALLOW", "empty: without a policy file the inbound route would admit nobody")
+		}
+		r.Allow = ps
+		cfg.proxy.Inbound = append(cfg.proxy.Inbound, r)
+	}
+	if e.OutboundListen != "" || e.OutboundPeer != "" || e.OutboundPeerID != "" {
+		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute}
+		if e.OutboundListen == "" {
+			bad("OUTBOUND_LISTEN", "required for the outbound route")
+		} else if err := hostPort(e.OutboundListen); err != nil {
+			bad("OUTBOUND_LISTEN", "%v", err)
+		}
+		if e.OutboundPeer == "" {
+			bad("OUTBOUND_PEER", "required for the outbound route")
+		} else if err := hostPort(e.OutboundPeer); err != nil {
+			bad("OUTBOUND_PEER", "%v", err)
+		}
+		id, err := spiffeid.FromString(e.OutboundPeerID)
+		if err != nil {
+			bad("OUTBOUND_PEER_ID", "%q: %v", e.OutboundPeerID, err)
+		}
+		r.PeerID = id
+		cfg.proxy.Outbound = append(cfg.proxy.Outbound, r)
+	}
+	if e.Config != "" {
+		in, out, err := loadRoutesFile(e.Config, e.PolicyFile != "")
+		if err != nil {
+			bad("CONFIG", "%v", err)
+		}
+		cfg.proxy.Inbound = append(cfg.proxy.Inbound, in...)
+		cfg.proxy.Outbound = append(cfg.proxy.Outbound, out...)
+	}
+	if len(cfg.proxy.Inbound) == 0 && len(cfg.proxy.Outbound) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no routes: set MEDGATE_INBOUND_* or MEDGATE_OUTBOUND_* variables, or MEDGATE_CONFIG"))
+	}
+	if e.PolicyFile != "" {
+		if err := readable(e.PolicyFile); err != nil {
+			bad("POLICY_FILE", "%v", err)
+		}
+	}
+	if e.AdminAddr != "" {
+		if err := hostPort(e.AdminAddr); err != nil {
+			bad("ADMIN_ADDR", "%v", err)
+		}
+	}
+	if _, err := parseLevel(e.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%v", err)
+	}
+	if e.LogFormat != "" && e.LogFormat != "text" && e.LogFormat != "json" {
+		bad("LOG_FORMAT", "%q: want text or json", e.LogFormat)
+	}
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			bad(name, "must be positive, got %s", d)
+		}
+	}
+	positive("HANDSHAKE_TIMEOUT", e.HandshakeTimeout)
+	positive("CONNECT_TIMEOUT", e.ConnectTimeout)
+	positive("IDLE_TIMEOUT", e.IdleTimeout)
+	positive("DRAIN_TIMEOUT", e.DrainTimeout)
+	positive("SVID_RELOAD_INTERVAL", e.SVIDReloadInterval)
+	if e.MaxSessions <= 0 {
+		bad("MAX_SESSIONS", "must be positive, got %d", e.MaxSessions)
+	}
+	if e.MaxPendingHandshakes <= 0 {
+		bad("MAX_PENDING_HANDSHAKES", "must be positive, got %d", e.MaxPendingHandshakes)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("configuration:\n%w", joinLines(errs))
+	}
+	cfg.proxy.HandshakeTimeout = e.HandshakeTimeout
+	cfg.proxy.ConnectTimeout = e.ConnectTimeout
+	cfg.proxy.IdleTimeout = e.IdleTimeout
+	cfg.proxy.DrainTimeout = e.DrainTimeout
+	cfg.proxy.MaxSessions = e.MaxSessions
+	cfg.proxy.MaxPendingHandshakes = e.MaxPendingHandshakes
+	return cfg, nil
+}
+
+func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	var rf routesFile
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&rf); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("%s: %v", path, err)
+	}
+	var errs []error
+	var in []proxy.InboundRoute
+	var out []proxy.OutboundRoute
+	for i, r := range rf.Inbound {
+		at := fmt.Sprintf("%s: inbound[%d]", path, i)
+		if r.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: required", at))
+		}
+		if err := hostPort(r.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("%s.listen: %v", at, err))
+		}
+		if err := hostPort(r.Upstream); err != nil {
+			errs = append(errs, fmt.Errorf("%s.upstream: %v", at, err))
+		}
+		ps, err := identity.ParsePatterns(strings.Join(r.Allow, ","))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.allow: %v", at, err))
+		} else if len(ps) == 0 && !havePolicy {
+			errs = append(errs, fmt.Errorf("%s.allow: empty: without a policy file the route would admit nobody", at))
+		}
+		in = append(in, proxy.InboundRoute{Name: r.Name, Listen: r.Listen, Upstream: r.Upstream, Allow: ps, ProxyProtocol: r.ProxyProtocol})
+	}
+	for i, r := range rf.Outbound {
+		at := fmt.Sprintf("%s: outbound[%d]", path, i)
+		if r.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: required", at))
+		}
+		if err := hostPort(r.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("%s.listen: %v", at, err))
+		}
+		if err := hostPort(r.Peer); err != nil {
+			errs = append(errs, fmt.Errorf("%s.peer: %v", at, err))
+		}
+		id, err := spiffeid.FromString(r.PeerID)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.peerID: %q: %v", at, r.PeerID, err))
+		}
+		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute})
+	}
+	return in, out, errors.Join(errs...)
+}
+
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func hostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port", s)
+	}
+	_ = host
+	if port == "" {
+		return fmt.Errorf("%q: no port", s)
+	}
+	return nil
+}
+
+// parseErrors turns env's errors into one error per variable, named by
+// the variable, and returns the set of variables (without prefix) that
+// could not be parsed.
+func parseErrors(err error, v any) ([]error, map[string]bool) {
+	unparsed := map[string]bool{}
+	if err == nil {
+		return nil, unparsed
+	}
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return []error{err}, unparsed
+	}
+	t := reflect.TypeOf(v)
+	var errs []error
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := t.FieldByName(pe.Name); ok {
+				name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+				unparsed[name] = true
+				errs = append(errs, fmt.Errorf("%s%s: %v", envPrefix, name, pe.Err))
+				continue
+			}
+		}
+		errs = append(errs, e)
+	}
+	return errs, unparsed
+}
+
+// joinLines joins errors one per line, indented.
+func joinLines(errs []error) error {
+	lines := make([]string, len(errs))
+	for i, e := range errs {
+		lines[i] = "  " + e.Error()
+	}
+	return errors.New(strings.Join(lines, "\n"))
+}
+
+// envHelp lists the variables of a config struct with their defaults and
+// help tags.
+func envHelp(w io.Writer, v any) {
+	t := reflect.TypeOf(v)
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		if name == "" {
+			continue
+		}
+		name = envPrefix + name
+		line := fmt.Sprintf("  %-32s %s", name, f.Tag.Get("help"))
+		if d := f.Tag.Get("envDefault"); d != "" {
+			line += fmt.Sprintf(" (default %s)", d)
+		}
+		fmt.Fprintln(w, line)
+	}
+}

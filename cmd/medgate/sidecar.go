@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/proxy"
+)
+
+const sidecarSynopsis = `Runs a sidecar: inbound routes accept SPIFFE mTLS tunnels from remote sidecars
+and forward admitted sessions to the local app; outbound routes accept the
+local app's plaintext connections on loopback and carry them to a remote
+sidecar. Every setting comes from the environment:`
+
+func runSidecar(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("sidecar", sidecarSynopsis, stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: medgate sidecar\n\n%s\n\n", sidecarSynopsis)
+		envHelp(stdout, sidecarEnv{})
+		fmt.Fprintf(stdout, "  %-32s %s\n", "SPIFFE_ENDPOINT_SOCKET", "standard Workload API address; used when no MEDGATE_ identity is set")
+		fmt.Fprint(stdout, `
+Routes file (MEDGATE_CONFIG):
+  inbound:
+    - {name: pacs, listen: "0.0.0.0:8443", upstream: "127.0.0.1:4242", allow: ["spiffe://lab.example/*"], proxyProtocol: false}
+  outbound:
+    - {name: to-eu, listen: "127.0.0.1:11112", peer: "eu-sidecar:8443", peerID: "spiffe://eu.example/pacs", remoteRoute: pacs}
+
+Signals: SIGTERM or SIGINT stop accepting, let live sessions finish for
+MEDGATE_DRAIN_TIMEOUT, then close them.
+`)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadSidecarConfig(environ)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.env.LogLevel, cfg.env.LogFormat)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg)
+
+	g, ctx := errgroup.WithContext(ctx)
+	var src identity.Source
+	if cfg.workloadAPI != "" {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ws, err := identity.WorkloadAPISource(wctx, cfg.workloadAPI)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("MEDGATE_WORKLOAD_API_ADDR: no SVID within 30s: %w", err)
+		}
+		defer ws.Close()
+		src = ws
+	} else {
+		fsrc, err := identity.NewFileSource(identity.FileConfig{
+			CertFile: cfg.env.SVIDCert, KeyFile: cfg.env.SVIDKey, Bundles: cfg.env.TrustBundle, Interval: cfg.env.SVIDReloadInterval,
+		}, log)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return fsrc.Run(ctx) })
+		src = fsrc
+	}
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		return err
+	}
+
+	events, closeEvents, err := newEventSink(cfg.env.EventLog, log)
+	if err != nil {
+		return fmt.Errorf("MEDGATE_EVENT_LOG: %w", err)
+	}
+	defer closeEvents()
+
+	deps := proxy.Deps{Source: src, Log: log, Metrics: metrics, Events: events}
+	policyReady, err := loadPolicy(cfg.env.PolicyFile, &deps)
+	if err != nil {
+		return fmt.Errorf("MEDGATE_POLICY_FILE: %w", err)
+	}
+	srv, err := proxy.New(cfg.proxy, deps)
+	if err != nil {
+		return err
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	if cfg.env.AdminAddr != "" {
+		admin, err := newAdminServer(cfg.env.AdminAddr, reg, log,
+			func() error {
+				s, err := src.GetX509SVID()
+				if err != nil {
+					return fmt.Errorf("no SVID: %w", err)
+				}
+				if time.Now().After(s.Certificates[0].NotAfter) {
+					return fmt.Errorf("SVID expired at %s", s.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+				}
+				return nil
+			},
+			policyReady,
+		)
+		if err != nil {
+			return fmt.Errorf("MEDGATE_ADMIN_ADDR: %w", err)
+		}
+		g.Go(func() error { return admin.Run(ctx) })
+	}
+	g.Go(func() error { return srv.Run(ctx) })
+	for _, r := range cfg.proxy.Inbound {
+		log.Info("inbound route", "route", r.Name, "listen", srv.InboundAddr(r.Listen).String(), "upstream", r.Upstream, "allow", r.Allow.String())
+	}
+	for _, r := range cfg.proxy.Outbound {
+		log.Info("outbound route", "route", r.Name, "listen", srv.OutboundAddr(r.Name).String(), "peer", r.Peer, "peer_id", r.PeerID.String())
+	}
+	log.Info("sidecar started", "spiffe_id", svid.ID.String(), "version", version, "admin", cfg.env.AdminAddr)
+	err = g.Wait()
+	log.Info("sidecar stopped")
+	return err
+}
+
+// newEventSink logs every access event and, when path is set, appends it
+// to that file as a JSON line (mode 0600).
+func newEventSink(path string, log *slog.Logger) (proxy.EventSink, func(), error) {
+	var mu sync.Mutex
+	var enc *json.Encoder
+	closeFn := func() {}
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, err
+		}
+		enc = json.NewEncoder(f)
+		closeFn = func() { f.Close() }
+	}
+	return func(e proxy.Event) {
+		log.Info("access event", "event", e)
+		if enc == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if err := enc.Encode(e); err != nil {
+			log.Error("access event not written", "path", path, "err", err)
+		}
+	}, closeFn, nil
+}
