@@ -248,11 +248,9 @@ func (s *src) parseFile(data []byte) {
 			s.yamlErr(err)
 			return
 		}
-		if s.nDocs++; s.nDocs > maxDocuments {
-			s.errf(&doc, "", "more than %d documents", maxDocuments)
+		if !s.document(&doc) {
 			return
 		}
-		s.document(&doc)
 	}
 }
 
@@ -284,17 +282,27 @@ func (s *src) plain(n *yaml.Node, depth int) bool {
 	return true
 }
 
-func (s *src) document(doc *yaml.Node) {
+// document compiles one document; it returns false when reading the file
+// should stop.
+func (s *src) document(doc *yaml.Node) bool {
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return
+		return true
 	}
 	root := doc.Content[0]
 	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
-		return // an empty document between separators
+		return true // an empty document between separators
 	}
-	if !s.plain(root, 0) {
-		return
+	if s.nDocs++; s.nDocs > maxDocuments {
+		s.errf(root, "", "more than %d documents", maxDocuments)
+		return false
 	}
+	if s.plain(root, 0) {
+		s.compileDocument(root)
+	}
+	return true
+}
+
+func (s *src) compileDocument(root *yaml.Node) {
 	m := s.mapping(root, "", "apiVersion", "kind", "metadata", "spec")
 	if m == nil {
 		return

@@ -366,15 +366,6 @@ func NewTrustedIssuers(issuers ...Issuer) (*TrustedIssuers, error) {
 }
 
 func checkJWK(k jose.JSONWebKey) (trustedKey, error) {
-	if k.KeyID == "" {
-		return trustedKey{}, errors.New("no kid")
-	}
-	if !k.IsPublic() {
-		return trustedKey{}, errors.New("a private key; give only the public key")
-	}
-	if k.Use != "" && k.Use != "sig" {
-		return trustedKey{}, fmt.Errorf("use %q, want \"sig\"", k.Use)
-	}
 	var tk trustedKey
 	switch pub := k.Key.(type) {
 	case *ecdsa.PublicKey:
@@ -384,8 +375,18 @@ func checkJWK(k jose.JSONWebKey) (trustedKey, error) {
 		tk = trustedKey{alg: jose.ES256, key: pub}
 	case ed25519.PublicKey:
 		tk = trustedKey{alg: jose.EdDSA, key: pub}
+	case *ecdsa.PrivateKey, ed25519.PrivateKey:
+		return trustedKey{}, errors.New("a private key; give only the public key")
+	case []byte:
+		return trustedKey{}, errors.New("a symmetric key; posture tokens are signed with EC P-256 or Ed25519 keys")
 	default:
 		return trustedKey{}, fmt.Errorf("key type %T; want EC P-256 or Ed25519", k.Key)
+	}
+	if k.KeyID == "" {
+		return trustedKey{}, errors.New("no kid")
+	}
+	if k.Use != "" && k.Use != "sig" {
+		return trustedKey{}, fmt.Errorf("use %q, want \"sig\"", k.Use)
 	}
 	if k.Algorithm != "" && k.Algorithm != string(tk.alg) {
 		return trustedKey{}, fmt.Errorf("alg %q does not fit the key, want %q", k.Algorithm, tk.alg)
