@@ -115,6 +115,7 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 			return fmt.Errorf("MEDGATE_ADMIN_ADDR: %w", err)
 		}
 		g.Go(func() error { return admin.Run(ctx) })
+		log.Info("admin endpoint", "addr", admin.ln.Addr().String())
 	}
 	g.Go(func() error { return srv.Run(ctx) })
 	for _, r := range cfg.proxy.Inbound {
