@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -235,3 +236,6 @@ func tamper(tok []byte) []byte {
 	}
 	return out
 }
+
+// cmpIDs lets go-cmp compare SPIFFE IDs, whose fields are unexported.
+var cmpIDs = cmp.Comparer(func(a, b spiffeid.ID) bool { return a == b })
