@@ -13,7 +13,10 @@ import (
 //
 // Read returns plaintext only from segments that have authenticated, each
 // as soon as it has arrived, and io.EOF only after the final segment has
-// authenticated and src has ended right after it. A Reader reads src with
+// authenticated and src has ended right after it. Over a connection that
+// means the sender must end its side after Writer.Close (CloseWrite on TCP,
+// closing the send side of a QUIC stream), or the last Read waits for it;
+// the final segment's plaintext has been returned by then. A Reader reads src with
 // two reads per segment; wrap a connection in a bufio.Reader to read in
 // larger chunks. It holds two segment-sized buffers, allocates nothing per
 // segment, and is not safe for concurrent use. It never closes src.

@@ -13,10 +13,10 @@ import (
 
 // Writer seals what is written to it into a stream on dst.
 //
-// Write buffers up to one segment; full segments are sealed and written as
-// more data arrives. Flush seals what is buffered without ending the stream
-// (the header goes out with the first segment, or alone if Flush is called
-// before any Write). Close seals the final segment; without Close the
+// Write buffers up to one segment and seals each segment once it is full.
+// Flush seals what is buffered without ending the stream (the header goes
+// out with the first segment, or alone if Flush is called before any
+// Write). Close seals the final segment; without Close the
 // stream is truncated and a Reader rejects it.
 //
 // A Writer holds two segment-sized buffers and allocates nothing per
@@ -79,7 +79,8 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 	return aead, nil
 }
 
-// Write buffers p and seals every segment it fills. It returns a non-nil
+// Write buffers p and seals each segment as soon as it is full; a whole
+// segment's worth of p is sealed without copying. It returns a non-nil
 // error only if sealing or writing to dst failed, after which the Writer
 // keeps failing.
 func (w *Writer) Write(p []byte) (int, error) {
@@ -88,16 +89,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
-		if len(w.buf) == cap(w.buf) {
-			if err := w.seal(w.buf, false); err != nil {
-				return n, err
-			}
-			w.buf = w.buf[:0]
-		}
-		// More than a whole segment with nothing buffered: seal straight from
-		// p and skip the copy. Only when more data follows, since the last
-		// segment written may have to carry the last flag.
-		if len(w.buf) == 0 && len(p) > cap(w.buf) {
+		if len(w.buf) == 0 && len(p) >= cap(w.buf) {
 			seg := p[:cap(w.buf)]
 			if err := w.seal(seg, false); err != nil {
 				return n, err
@@ -110,6 +102,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 		w.buf = w.buf[:len(w.buf)+k]
 		n += k
 		p = p[k:]
+		if len(w.buf) == cap(w.buf) {
+			err := w.seal(w.buf, false)
+			w.buf = w.buf[:0]
+			if err != nil {
+				return n - k, err
+			}
+		}
 	}
 	return n, nil
 }
@@ -118,32 +117,27 @@ func (w *Writer) Write(p []byte) (int, error) {
 // seals and writes whatever each Read of src returns without waiting to
 // fill a segment, so io.Copy from a connection never holds data back; a
 // source that fills the buffer (a file) still yields whole segments. It
-// does not end the stream: call Close after it.
+// does not end the stream: call Close after it. An error from src is
+// returned as is and leaves the Writer usable.
 func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 	var total int64
 	for {
 		if w.err != nil {
 			return total, w.err
 		}
-		if len(w.buf) == cap(w.buf) {
-			if err := w.seal(w.buf, false); err != nil {
-				return total, err
-			}
-			w.buf = w.buf[:0]
-		}
 		n, err := src.Read(w.buf[len(w.buf):cap(w.buf)])
 		w.buf = w.buf[:len(w.buf)+n]
 		total += int64(n)
+		if n > 0 {
+			if ferr := w.Flush(); ferr != nil {
+				return total, ferr
+			}
+		}
 		if errors.Is(err, io.EOF) {
 			return total, nil
 		}
 		if err != nil {
 			return total, err
-		}
-		if len(w.buf) < cap(w.buf) && n > 0 {
-			if err := w.Flush(); err != nil {
-				return total, err
-			}
 		}
 	}
 }
