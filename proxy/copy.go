@@ -121,14 +121,52 @@ func (f *frameWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// smallRead is the read size of a session that is idle or trickling. A
+// session switches to a pooled dataChunk buffer when a read fills the small
+// one, and back when reads shrink below it again, so thousands of idle
+// sessions do not each pin a large buffer while they wait.
+const smallRead = 2048
+
+// readBuf is a pump's read buffer, with frameHeaderLen bytes of room in
+// front for the frame header.
+type readBuf struct {
+	small []byte
+	big   *[]byte
+	cur   []byte
+}
+
+func newReadBuf() *readBuf {
+	small := make([]byte, frameHeaderLen+smallRead)
+	return &readBuf{small: small, cur: small}
+}
+
+// adapt picks the buffer for the next read after one that read n bytes.
+func (b *readBuf) adapt(n int) {
+	switch {
+	case b.big == nil && n == len(b.cur)-frameHeaderLen:
+		b.big = bufPool.Get().(*[]byte)
+		b.cur = *b.big
+	case b.big != nil && n < smallRead:
+		b.release()
+	}
+}
+
+func (b *readBuf) release() {
+	if b.big != nil {
+		bufPool.Put(b.big)
+		b.big = nil
+	}
+	b.cur = b.small
+}
+
 // pumpToTunnel copies src into data frames on dst until src ends, then
 // sends an end frame. It reads straight into the frame buffer: one copy.
 func pumpToTunnel(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
+	b := newReadBuf()
+	defer b.release()
 	var total int64
 	for {
+		buf := b.cur
 		n, err := src.Read(buf[frameHeaderLen:])
 		if n > 0 {
 			buf[0] = frameData
@@ -145,16 +183,17 @@ func pumpToTunnel(dst io.Writer, src io.Reader, activity func(int)) (int64, erro
 		if err != nil {
 			return total, err
 		}
+		b.adapt(n)
 	}
 }
 
 // pump copies src to dst until src ends. io.EOF from src is a clean end.
 func pump(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := (*bp)[:dataChunk]
+	b := newReadBuf()
+	defer b.release()
 	var total int64
 	for {
+		buf := b.cur[frameHeaderLen:]
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -169,6 +208,7 @@ func pump(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
 		if err != nil {
 			return total, err
 		}
+		b.adapt(n)
 	}
 }
 

@@ -26,8 +26,9 @@ const (
 	maxControlFrame = 64 << 10
 	// maxDataFrame bounds data frames; senders use at most dataChunk.
 	maxDataFrame = 1<<20 + 4096
-	// dataChunk is the payload size of the data frames this side sends.
-	dataChunk = 32 << 10
+	// dataChunk is the largest payload of the data frames this side
+	// sends: with its header a frame fills exactly two TLS records.
+	dataChunk = 32<<10 - frameHeaderLen
 )
 
 // ProtocolVersion is the version carried in hello and admit frames.

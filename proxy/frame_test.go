@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestHelloValidate(t *testing.T) {
@@ -109,3 +111,41 @@ func FuzzFrameReader(f *testing.F) {
 		}
 	})
 }
+
+func TestPendingSetEviction(t *testing.T) {
+	conns := func(n int) []*fakeConn {
+		cs := make([]*fakeConn, n)
+		for i := range cs {
+			cs[i] = &fakeConn{}
+		}
+		return cs
+	}
+	t.Run("young handshakes are kept, the newcomer refused", func(t *testing.T) {
+		p := &pendingSet{max: 2, minAge: time.Hour}
+		cs := conns(3)
+		for _, c := range cs {
+			p.add(c)
+		}
+		if cs[0].closed || cs[1].closed || !cs[2].closed {
+			t.Fatalf("closed = %v %v %v, want false false true", cs[0].closed, cs[1].closed, cs[2].closed)
+		}
+	})
+	t.Run("old handshakes are evicted oldest first", func(t *testing.T) {
+		p := &pendingSet{max: 2}
+		cs := conns(3)
+		var last *pendingConn
+		for _, c := range cs {
+			_, last = p.add(c)
+		}
+		if !cs[0].closed || cs[1].closed || cs[2].closed || last.evicted.Load() {
+			t.Fatalf("closed = %v %v %v, want true false false", cs[0].closed, cs[1].closed, cs[2].closed)
+		}
+	})
+}
+
+type fakeConn struct {
+	net.Conn
+	closed bool
+}
+
+func (f *fakeConn) Close() error { f.closed = true; return nil }

@@ -34,7 +34,7 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		reason := string(identity.Classify(err))
 		if pc.evicted.Load() {
 			reason = reasonEvicted
-			s.m.CapacityRefuse.WithLabelValues("handshake_evicted").Inc()
+			s.m.CapacityRefuse.WithLabelValues("pending_handshakes").Inc()
 		}
 		s.m.Handshakes.WithLabelValues("accept", reason).Inc()
 		var pe *identity.PeerError

@@ -208,7 +208,7 @@ func TestDeniedIDGetsNoBytes(t *testing.T) {
 func TestFloodDoesNotStarve(t *testing.T) {
 	eu := newPKI(t, "eu.example")
 	p := newPair(t, "spiffe://eu.example/*", eu.source("spiffe://eu.example/lab"), eu.source("spiffe://eu.example/pacs"),
-		proxy.Config{MaxPendingHandshakes: 16, HandshakeTimeout: time.Minute})
+		proxy.Config{MaxPendingHandshakes: 16, HandshakeTimeout: time.Minute, EvictAfter: 50 * time.Millisecond})
 	addr := p.in.InboundAddr("127.0.0.1:0").String()
 	var idle []net.Conn
 	for range 200 {
@@ -226,6 +226,7 @@ func TestFloodDoesNotStarve(t *testing.T) {
 			c.Close()
 		}
 	}()
+	time.Sleep(100 * time.Millisecond) // the flood is now older than EvictAfter
 	c := p.dial(t)
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))

@@ -71,9 +71,14 @@ type Config struct {
 	// MaxSessions bounds proxied connections, both directions together.
 	// Default 4096.
 	MaxSessions int
-	// MaxPendingHandshakes bounds tunnel connections not yet admitted; a
-	// new one evicts the oldest. Default 256.
+	// MaxPendingHandshakes bounds tunnel connections not yet admitted. At
+	// the limit a new connection evicts the oldest pending one if that has
+	// waited longer than a legitimate handshake would (EvictAfter);
+	// otherwise the new one is refused. Default 1024.
 	MaxPendingHandshakes int
+	// EvictAfter is how long a pending handshake is protected from
+	// eviction. Default 250ms.
+	EvictAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -90,8 +95,9 @@ func (c *Config) setDefaults() {
 		c.MaxSessions = 4096
 	}
 	if c.MaxPendingHandshakes <= 0 {
-		c.MaxPendingHandshakes = 256
+		c.MaxPendingHandshakes = 1024
 	}
+	def(&c.EvictAfter, 250*time.Millisecond)
 	for i := range c.Outbound {
 		if c.Outbound[i].RemoteRoute == "" {
 			c.Outbound[i].RemoteRoute = "default"
@@ -171,6 +177,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.now = time.Now
 	}
 	s.pending.max = cfg.MaxPendingHandshakes
+	s.pending.minAge = cfg.EvictAfter
 	allow := AllowList{}
 	var errs []error
 	names := map[string]bool{}
@@ -365,24 +372,29 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// pendingSet tracks tunnel connections that have not been admitted yet. At
-// its limit, adding one evicts the oldest: a flood of silent or slow
-// clients cannot keep a real one out.
+// pendingSet tracks tunnel connections that have not been admitted yet.
+// At its limit, adding one evicts the oldest when that one has been pending
+// longer than minAge: a flood of silent or slow clients cannot keep a real
+// one out, and a burst of real ones does not cut handshakes that are about
+// to finish (the newcomer is refused instead).
 type pendingSet struct {
-	mu      sync.Mutex
-	max     int
-	l       list.List // of *pendingConn
-	closed  bool
-	evicted atomic.Uint64
+	mu     sync.Mutex
+	max    int
+	minAge time.Duration
+	l      list.List // of *pendingConn
+	closed bool
 }
 
 type pendingConn struct {
 	c       net.Conn
+	since   time.Time
 	evicted atomic.Bool
 }
 
+// add registers c. When c itself is refused, the returned pendingConn is
+// already marked evicted and c is closed.
 func (p *pendingSet) add(c net.Conn) (*list.Element, *pendingConn) {
-	pc := &pendingConn{c: c}
+	pc := &pendingConn{c: c, since: time.Now()}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -391,10 +403,15 @@ func (p *pendingSet) add(c net.Conn) (*list.Element, *pendingConn) {
 		return nil, pc
 	}
 	for p.l.Len() >= p.max {
-		old := p.l.Remove(p.l.Front()).(*pendingConn)
+		old := p.l.Front().Value.(*pendingConn)
+		if pc.since.Sub(old.since) < p.minAge {
+			c.Close()
+			pc.evicted.Store(true)
+			return nil, pc
+		}
+		p.l.Remove(p.l.Front())
 		old.evicted.Store(true)
 		old.c.Close()
-		p.evicted.Add(1)
 	}
 	return p.l.PushBack(pc), pc
 }
@@ -405,10 +422,7 @@ func (p *pendingSet) remove(e *list.Element) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if e.Value.(*pendingConn).evicted.Load() {
-		return
-	}
-	p.l.Remove(e)
+	p.l.Remove(e) // a no-op when e was evicted already
 }
 
 func (p *pendingSet) closeAll() {

@@ -71,25 +71,21 @@ func (s *Server) runSession(ss *session) {
 
 	var toPeer, fromPeer int64
 	var upErr, downErr error
-	var wg sync.WaitGroup
-	wg.Add(2)
+	upDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(upDone)
 		toPeer, upErr = pumpToTunnel(ss.tun, ss.app, activity)
 		if upErr != nil {
 			ss.abort(outcomeOf(upErr, "app_error"))
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		fromPeer, downErr = pump(ss.app, &frameReader{r: ss.tun}, activity)
-		if downErr != nil {
-			ss.abort(outcomeOf(downErr, "tunnel_error"))
-			return
-		}
+	fromPeer, downErr = pump(ss.app, &frameReader{r: ss.tun}, activity)
+	if downErr != nil {
+		ss.abort(outcomeOf(downErr, "tunnel_error"))
+	} else {
 		closeWrite(ss.app)
-	}()
-	wg.Wait()
+	}
+	<-upDone
 	watchdog.Stop()
 	ok := "ok"
 	ss.outcome.CompareAndSwap(nil, &ok)

@@ -44,7 +44,7 @@ type sidecarEnv struct {
 	PolicyFile string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents); replaces INBOUND_ALLOW lists"`
 	EventLog   string `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
 
-	AdminAddr string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9901" help:"address of /healthz, /readyz and /metrics; empty turns it off"`
+	AdminAddr string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9901" help:"address of /healthz, /readyz and /metrics; off turns it off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 	LogFormat string `env:"LOG_FORMAT" help:"text or json; default text with colour on a terminal, json otherwise"`
 
@@ -192,7 +192,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 			bad("POLICY_FILE", "%v", err)
 		}
 	}
-	if e.AdminAddr != "" {
+	if e.AdminAddr != "off" {
 		if err := hostPort(e.AdminAddr); err != nil {
 			bad("ADMIN_ADDR", "%v", err)
 		}

@@ -97,7 +97,7 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	if err := srv.Listen(); err != nil {
 		return err
 	}
-	if cfg.env.AdminAddr != "" {
+	if cfg.env.AdminAddr != "off" {
 		admin, err := newAdminServer(cfg.env.AdminAddr, reg, log,
 			func() error {
 				s, err := src.GetX509SVID()

@@ -1,0 +1,174 @@
+// Command bench runs medgate's system benchmarks side by side with
+// baselines on this machine and writes a JSON and a Markdown report.
+//
+// Every configuration is a pair of proxies between a load client and a
+// sink on loopback, measured in interleaved rounds so that a busy machine
+// hurts all of them alike. Figures are judged as ratios against a baseline
+// measured in the same run, never as absolute times.
+//
+//	go run ./bench -bin bin/medgate -out bench/results
+//	go run ./bench -check bench/results/latest.json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "relay" {
+		// Re-executed as the plain Go relay baseline.
+		if err := runRelay(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	bin      string
+	out      string
+	rounds   int
+	bulk     int64
+	rr       int
+	idle     int
+	check    string
+	only     string
+	duration time.Duration
+}
+
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.bin, "bin", "bin/medgate", "medgate binary")
+	fs.StringVar(&o.out, "out", "bench/results", "directory for latest.json and latest.md")
+	fs.IntVar(&o.rounds, "rounds", 5, "interleaved rounds per figure")
+	bulkMiB := fs.Int("bulk-mib", 1024, "MiB per bulk throughput run")
+	fs.IntVar(&o.rr, "rr", 2000, "100-byte round trips per latency run")
+	fs.IntVar(&o.idle, "idle", 2000, "idle proxied connections for the memory figure")
+	fs.StringVar(&o.check, "check", "", "only check the ratios in this results file against their targets")
+	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this")
+	fs.DurationVar(&o.duration, "max", 20*time.Minute, "stop after this long in all")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.bulk = int64(*bulkMiB) << 20
+	if o.check != "" {
+		return check(o.check, stdout)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
+	defer cancel()
+	res, err := measure(ctx, o, stdout)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(filepath.Join(o.out, "latest.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := writeReport(res, o.out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nwrote %s and %s\n", filepath.Join(o.out, "latest.json"), filepath.Join(o.out, "latest.md"))
+	printRatios(res, stdout)
+	return nil
+}
+
+// Results is the JSON document a run writes.
+type Results struct {
+	Time    time.Time           `json:"time"`
+	Host    string              `json:"host"`
+	Rounds  int                 `json:"rounds"`
+	Figures map[string][]Figure `json:"figures"` // by figure name, one per configuration
+	Ratios  []Ratio             `json:"ratios"`
+	Notes   []string            `json:"notes,omitempty"`
+}
+
+// Figure is one measured quantity of one configuration.
+type Figure struct {
+	Config  string    `json:"config"`
+	Unit    string    `json:"unit"`
+	Median  float64   `json:"median"`
+	Min     float64   `json:"min"`
+	Max     float64   `json:"max"`
+	Samples []float64 `json:"samples"`
+}
+
+// Ratio is how a figure of one configuration compares with another's in
+// the same run, and the target it is judged by.
+type Ratio struct {
+	Name     string  `json:"name"`
+	Figure   string  `json:"figure"`
+	Of       string  `json:"of"`
+	Against  string  `json:"against"`
+	Value    float64 `json:"value"`
+	Target   float64 `json:"target"`
+	HigherOK bool    `json:"higher_is_better"`
+	Pass     bool    `json:"pass"`
+}
+
+func summarize(config, unit string, samples []float64) Figure {
+	s := append([]float64(nil), samples...)
+	sort.Float64s(s)
+	f := Figure{Config: config, Unit: unit, Samples: samples}
+	if len(s) > 0 {
+		f.Min, f.Max = s[0], s[len(s)-1]
+		f.Median = s[len(s)/2]
+		if len(s)%2 == 0 {
+			f.Median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+		}
+	}
+	return f
+}
+
+func check(path string, stdout io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	printRatios(&res, stdout)
+	var failed int
+	for _, r := range res.Ratios {
+		if !r.Pass {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d ratios below target", failed, len(res.Ratios))
+	}
+	return nil
+}
+
+func printRatios(res *Results, w io.Writer) {
+	fmt.Fprintln(w, "\nratios (same run):")
+	for _, r := range res.Ratios {
+		verdict := "ok"
+		if !r.Pass {
+			verdict = "BELOW TARGET"
+		}
+		cmp := ">="
+		if !r.HigherOK {
+			cmp = "<="
+		}
+		fmt.Fprintf(w, "  %-44s %6.2f  (target %s %.2f)  %s\n", r.Name, r.Value, cmp, r.Target, verdict)
+	}
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+)
+
+// config is one way of carrying traffic from the load client to the sink.
+type config struct {
+	name  string
+	entry string // where the client connects
+	pids  []int  // proxy processes, for CPU and memory figures
+	stop  func()
+}
+
+func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error) {
+	host, _ := os.Hostname()
+	res := &Results{Time: time.Now().UTC(), Host: host, Rounds: o.rounds, Figures: map[string][]Figure{}}
+	work, err := os.MkdirTemp("", "medgate-bench")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	sink, err := startSink()
+	if err != nil {
+		return nil, err
+	}
+	defer sink.Close()
+	pki, err := newBenchPKI(work)
+	if err != nil {
+		return nil, err
+	}
+
+	setups := []struct {
+		name  string
+		start func() (*config, error)
+	}{
+		{"direct", func() (*config, error) { return &config{name: "direct", entry: sink.Addr(), stop: func() {}}, nil }},
+		{"go-relay-pair", func() (*config, error) { return startRelayPair(ctx, "go-relay-pair", sink.Addr(), nil, work) }},
+		{"go-tls-pair", func() (*config, error) { return startRelayPair(ctx, "go-tls-pair", sink.Addr(), pki, work) }},
+		{"medgate-tcp", func() (*config, error) {
+			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, nil)
+		}},
+	}
+	var configs []*config
+	for _, s := range setups {
+		if o.only != "" && s.name != "direct" && !contains(s.name, o.only) {
+			continue
+		}
+		c, err := s.start()
+		if err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s skipped: %v", s.name, err))
+			fmt.Fprintf(stdout, "skip %s: %v\n", s.name, err)
+			continue
+		}
+		if err := waitReady(c.entry); err != nil {
+			c.stop()
+			return nil, fmt.Errorf("%s: not ready: %w", s.name, err)
+		}
+		defer c.stop()
+		configs = append(configs, c)
+	}
+
+	type series struct{ tput, cpu, p50, p99 []float64 }
+	data := map[string]*series{}
+	for _, c := range configs {
+		data[c.name] = &series{}
+	}
+	for round := 1; round <= o.rounds; round++ {
+		for _, c := range configs {
+			if ctx.Err() != nil {
+				return nil, errors.New("out of time")
+			}
+			cpu0 := cpuSeconds(c.pids)
+			d, err := bulk(c.entry, o.bulk)
+			if err != nil {
+				return nil, fmt.Errorf("%s bulk: %w", c.name, err)
+			}
+			cpu := cpuSeconds(c.pids) - cpu0
+			s := data[c.name]
+			s.tput = append(s.tput, float64(o.bulk)/d.Seconds()/1e6)
+			if len(c.pids) > 0 {
+				s.cpu = append(s.cpu, cpu/(float64(o.bulk)/(1<<30)))
+			}
+			lat, err := roundTrips(c.entry, o.rr)
+			if err != nil {
+				return nil, fmt.Errorf("%s round trips: %w", c.name, err)
+			}
+			s.p50 = append(s.p50, percentile(lat, 0.50))
+			s.p99 = append(s.p99, percentile(lat, 0.99))
+			fmt.Fprintf(stdout, "round %d %-14s %8.0f MB/s  p50 %6.1f µs  p99 %6.1f µs\n", round, c.name, s.tput[len(s.tput)-1], s.p50[len(s.p50)-1], s.p99[len(s.p99)-1])
+		}
+	}
+	for _, c := range configs {
+		s := data[c.name]
+		res.Figures["throughput"] = append(res.Figures["throughput"], summarize(c.name, "MB/s", s.tput))
+		res.Figures["rr_p50"] = append(res.Figures["rr_p50"], summarize(c.name, "µs", s.p50))
+		res.Figures["rr_p99"] = append(res.Figures["rr_p99"], summarize(c.name, "µs", s.p99))
+		if len(s.cpu) > 0 {
+			res.Figures["cpu_per_gib"] = append(res.Figures["cpu_per_gib"], summarize(c.name, "CPU s/GiB", s.cpu))
+		}
+	}
+	// Memory per idle proxied connection, one configuration at a time.
+	for _, c := range configs {
+		if len(c.pids) == 0 || o.idle == 0 {
+			continue
+		}
+		kib, err := idleMemory(c, sink, o.idle)
+		if err != nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("%s idle memory: %v", c.name, err))
+			continue
+		}
+		fmt.Fprintf(stdout, "idle   %-14s %8.1f KiB per proxied connection (both proxies)\n", c.name, kib)
+		res.Figures["idle_kib_per_conn"] = append(res.Figures["idle_kib_per_conn"], summarize(c.name, "KiB", []float64{kib}))
+	}
+
+	ratio := func(name, figure, of, against string, target float64, higher bool) {
+		a, b := find(res, figure, of), find(res, figure, against)
+		if a == nil || b == nil || b.Median == 0 {
+			return
+		}
+		v := a.Median / b.Median
+		pass := v >= target
+		if !higher {
+			pass = v <= target
+		}
+		res.Ratios = append(res.Ratios, Ratio{Name: name, Figure: figure, Of: of, Against: against, Value: v, Target: target, HigherOK: higher, Pass: pass})
+	}
+	ratio("throughput medgate-tcp / go-tls-pair", "throughput", "medgate-tcp", "go-tls-pair", 1.2, true)
+	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
+	ratio("rr p99 medgate-tcp / go-tls-pair", "rr_p99", "medgate-tcp", "go-tls-pair", 1.0, false)
+	ratio("cpu per GiB medgate-tcp / go-tls-pair", "cpu_per_gib", "medgate-tcp", "go-tls-pair", 1.0, false)
+	ratio("idle KiB/conn medgate-tcp / go-tls-pair", "idle_kib_per_conn", "medgate-tcp", "go-tls-pair", 1.0, false)
+	return res, nil
+}
+
+func find(res *Results, figure, config string) *Figure {
+	for i := range res.Figures[figure] {
+		if res.Figures[figure][i].Config == config {
+			return &res.Figures[figure][i]
+		}
+	}
+	return nil
+}
+
+func percentile(v []float64, p float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[min(len(s)-1, int(p*float64(len(s))))]
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
