@@ -27,7 +27,9 @@ func TestExamplePolicies(t *testing.T) {
 		Profile    string
 		LegalBasis string
 	}
-	allow := func(basis string) want { return want{Verdict: Allow, Reasons: []Reason{ReasonAllowed}, LegalBasis: basis} }
+	allow := func(basis string) want {
+		return want{Verdict: Allow, Reasons: []Reason{ReasonAllowed}, LegalBasis: basis}
+	}
 	deidentify := func(profile, basis string) want {
 		return want{Verdict: Deidentify, Reasons: []Reason{ReasonDeidentified}, Profile: profile, LegalBasis: basis}
 	}
