@@ -81,7 +81,7 @@ func (s Signals) Claims(issuer string, holder spiffeid.ID, spkiHash [32]byte, ia
 // with a note, never guessed. It fails only when ctx ends or Root is not
 // a directory. Collect needs no privileges, except that "nft list
 // ruleset" reports only as root; without it the firewall falls back to
-// /proc/net/ip_tables_names.
+// /proc/net/ip_tables_names. It is safe to call concurrently.
 func Collect(ctx context.Context, cfg CollectConfig) (Signals, error) {
 	root := cfg.Root
 	if root == "" {

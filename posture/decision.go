@@ -173,6 +173,8 @@ type Decision struct {
 	PolicyVersion string
 	// ValidUntil is when the decision must be taken again (the posture
 	// token's expiry, a legal basis's expiry). Zero means no limit.
+	// Engine also counts the moment a time-bound requirement stops
+	// holding (token age, EDR heartbeat age, patch age).
 	ValidUntil time.Time
 
 	// Route and Direction echo the request.
@@ -184,8 +186,10 @@ type Decision struct {
 	// the two identities; empty when unmapped or not reached.
 	LocalJurisdiction string
 	PeerJurisdiction  string
-	// LegalBasis is the legal basis of the residency rule that decided;
-	// its Type is empty when the rule names none.
+	// LegalBasis is the legal basis of the residency rule that admitted;
+	// its Type is empty when the rule names none. On a denial it is set
+	// only when an expired basis left no rule (ReasonLegalBasisExpired with
+	// ReasonNoTransferRule), and is then that expired basis.
 	LegalBasis LegalBasis
 	// Posture summarizes the device from a token whose signature verified,
 	// for the access event; zero when there was none.

@@ -773,7 +773,7 @@ func (s *src) jurisdictions(spec *yaml.Node) {
 	if m == nil {
 		return
 	}
-	if n := s.req(m, spec, "spec", "codes"); n != nil {
+	if n, ok := m["codes"]; ok {
 		for _, it := range s.strList(n, "spec.codes") {
 			if c, ok := s.code(it, false); ok {
 				s.codes[c] = true
