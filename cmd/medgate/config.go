@@ -184,7 +184,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		cfg.proxy.Inbound = append(cfg.proxy.Inbound, in...)
 		cfg.proxy.Outbound = append(cfg.proxy.Outbound, out...)
 	}
-	if len(cfg.proxy.Inbound) == 0 && len(cfg.proxy.Outbound) == 0 && len(errs) == 0 {
+	if len(cfg.proxy.Inbound) == 0 && len(cfg.proxy.Outbound) == 0 {
 		errs = append(errs, errors.New("no routes: set MEDGATE_INBOUND_* or MEDGATE_OUTBOUND_* variables, or MEDGATE_CONFIG"))
 	}
 	if e.PolicyFile != "" {
