@@ -419,3 +419,36 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+func TestJurisdictionsAcrossDocuments(t *testing.T) {
+	p, err := Parse("j.yaml", []byte(header+`kind: Jurisdictions
+metadata: {name: codes}
+spec: {codes: [EU, JP]}
+---
+apiVersion: medgate.io/v1
+kind: Jurisdictions
+metadata: {name: japan}
+spec:
+  bindings:
+    - {id: "spiffe://jp.example/*", jurisdiction: JP}
+    - {id: "spiffe://jp.example/eu-office/*", jurisdiction: EU}
+    - {id: "spiffe://jp.example/eu-office/gw", jurisdiction: JP}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		"spiffe://jp.example/ws":               "JP",
+		"spiffe://jp.example/eu-office/ws":     "EU",
+		"spiffe://jp.example/eu-office/gw":     "JP",
+		"spiffe://jp.example/eu-office":        "JP",
+		"spiffe://jp.example/eu-office/gw/sub": "EU",
+	} {
+		if got, ok := p.Jurisdiction(id(in)); !ok || got != want {
+			t.Errorf("Jurisdiction(%s) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	if got, ok := p.Jurisdiction(id("spiffe://other.example/ws")); ok {
+		t.Errorf("unbound ID mapped to %q", got)
+	}
+}
