@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/medgate/medgate/posture"
 )
 
 // Event is an access event: one admission decision, or the end of a
@@ -10,7 +13,7 @@ import (
 // or patient data.
 type Event struct {
 	Time          time.Time `json:"time"`
-	Kind          string    `json:"kind"` // "admission" or "session_end"
+	Kind          string    `json:"kind"` // "admission", "reauthorization" or "session_end"
 	Route         string    `json:"route"`
 	Direction     string    `json:"direction"` // "inbound" or "outbound"
 	SessionID     string    `json:"session_id,omitempty"`
@@ -25,6 +28,38 @@ type Event struct {
 	BytesFromPeer int64     `json:"bytes_from_peer,omitempty"`
 	DurationMS    int64     `json:"duration_ms,omitempty"`
 	Outcome       string    `json:"outcome,omitempty"`
+
+	// From the admission decision, when there was one.
+	DataClass         string `json:"data_class,omitempty"`
+	LocalJurisdiction string `json:"local_jurisdiction,omitempty"`
+	PeerJurisdiction  string `json:"peer_jurisdiction,omitempty"`
+	LegalBasis        string `json:"legal_basis,omitempty"`
+	DeviceID          string `json:"device_id,omitempty"`
+	DeviceOS          string `json:"device_os,omitempty"`
+}
+
+// withDecision copies what an access event records of a decision.
+func (e *Event) withDecision(d posture.Decision) {
+	e.Verdict = d.Verdict.String()
+	e.Profile = d.Profile
+	e.PolicyVersion = d.PolicyVersion
+	e.Reasons = e.Reasons[:0]
+	for _, r := range d.Reasons {
+		e.Reasons = append(e.Reasons, string(r))
+	}
+	e.DataClass = d.DataClass
+	e.LocalJurisdiction = d.LocalJurisdiction
+	e.PeerJurisdiction = d.PeerJurisdiction
+	if !d.LegalBasis.IsZero() {
+		e.LegalBasis = d.LegalBasis.Type
+		if d.LegalBasis.Reference != "" {
+			e.LegalBasis += ":" + d.LegalBasis.Reference
+		}
+	}
+	e.DeviceID = d.Posture.DeviceID
+	if d.Posture.OSName != "" {
+		e.DeviceOS = strings.TrimSpace(d.Posture.OSName + " " + d.Posture.OSVersion)
+	}
 }
 
 // EventSink receives access events. It must not block for long: it runs on

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/medgate/medgate/identity"
@@ -58,6 +59,8 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		s.log.Info("session denied", "conn_id", connID, "route", ev.Route, "spiffe_id", ev.PeerID, "session_id", ev.SessionID, "reason", reason, "detail", detail, "err", err)
 		if len(ev.Reasons) == 0 {
 			ev.Reasons = []string{reason}
+		} else if ev.Reasons[0] != reason && !slices.Contains(ev.Reasons, reason) {
+			ev.Reasons = append([]string{reason}, ev.Reasons...)
 		}
 		ev.Time, ev.Verdict, ev.Outcome = s.now(), "deny", "denied"
 		s.events(ev)
@@ -83,15 +86,17 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		deny(string(posture.ReasonUnknownRoute), "", nil)
 		return
 	}
-	req := posture.Request{Route: route.Name, PeerID: peerID, PostureToken: []byte(hello.Posture), Now: s.now()}
-	if len(cs.PeerCertificates) > 0 {
-		req.PeerSPKIHash = identity.SPKIHash(cs.PeerCertificates[0])
+	req := posture.Request{Route: route.Name, PeerID: peerID, Now: s.now(), Direction: posture.Inbound}
+	if hello.Posture != "" {
+		req.PostureToken = []byte(hello.Posture)
 	}
+	if local, err := s.src.GetX509SVID(); err == nil {
+		req.LocalID = local.ID
+	}
+	leaf := cs.PeerCertificates[0]
+	req.PeerSPKIHash = identity.SPKIHash(leaf)
 	dec := (*s.decider.Load()).Decide(req)
-	ev.PolicyVersion = dec.PolicyVersion
-	for _, r := range dec.Reasons {
-		ev.Reasons = append(ev.Reasons, string(r))
-	}
+	ev.withDecision(dec)
 	if !dec.Admitted() {
 		reason := string(posture.ReasonInternal)
 		if len(dec.Reasons) > 0 {
@@ -131,11 +136,12 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 	raw.SetDeadline(time.Time{})
 	s.m.Admissions.WithLabelValues(route.Name, dec.Verdict.String(), ev.Reasons[0]).Inc()
 	s.m.HandshakeTime.Observe(time.Since(start).Seconds())
-	ev.Time, ev.Verdict, ev.Profile, ev.Outcome = s.now(), dec.Verdict.String(), dec.Profile, "admitted"
+	ev.Time, ev.Outcome = s.now(), "admitted"
 	s.events(ev)
 	s.pending.remove(elem)
 	s.runSession(&session{
 		s: s, app: app, tun: tc, route: route.Name, direction: "inbound",
 		id: hello.Session, connID: connID, peerID: peerID.String(), start: start,
+		adm: &admission{req: req, dec: dec, peerNotAfter: leaf.NotAfter},
 	})
 }

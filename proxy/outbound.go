@@ -45,6 +45,16 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	}
 	s.m.Handshakes.WithLabelValues("dial", "ok").Inc()
 	hello := Hello{Version: ProtocolVersion, Route: r.RemoteRoute, Session: sessionID}
+	var token []byte
+	var tokenExp time.Time
+	if s.posture != nil {
+		if token, tokenExp, err = s.posture(); err != nil {
+			tc.Close()
+			fail("posture_unavailable", err)
+			return
+		}
+		hello.Posture = string(token)
+	}
 	if err := writeJSONFrame(tc, frameHello, hello); err != nil {
 		tc.Close()
 		fail("peer_closed", err)
@@ -75,5 +85,6 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	s.runSession(&session{
 		s: s, app: app, tun: tc, route: r.Name, direction: "outbound",
 		id: sessionID, connID: connID, peerID: r.PeerID.String(), start: start,
+		posture: token, postureExpires: tokenExp,
 	})
 }

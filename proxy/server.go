@@ -119,6 +119,9 @@ type Deps struct {
 	Events EventSink
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// Posture provides this device's posture token for outbound routes;
+	// nil sends none.
+	Posture PostureProvider
 }
 
 // Server runs a sidecar's routes. Create it with New, then call Run.
@@ -130,6 +133,7 @@ type Server struct {
 	m       *Metrics
 	events  EventSink
 	now     func() time.Time
+	posture PostureProvider
 
 	inbound  map[string]map[string]*InboundRoute // listen address -> route name -> route
 	serverTC *tls.Config
@@ -160,6 +164,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		m:         deps.Metrics,
 		events:    deps.Events,
 		now:       deps.Now,
+		posture:   deps.Posture,
 		inbound:   map[string]map[string]*InboundRoute{},
 		listeners: map[string]net.Listener{},
 		sessions:  map[*session]struct{}{},
@@ -217,9 +222,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-// SetDecider replaces the admission decider atomically; sessions admitted
-// earlier are not judged again by this call.
-func (s *Server) SetDecider(d posture.Decider) { s.decider.Store(&d) }
+// SetDecider replaces the admission decider atomically and judges every
+// live inbound session again under it: those it no longer admits on the
+// same terms are closed, the others keep flowing.
+func (s *Server) SetDecider(d posture.Decider) {
+	if s.decider.Swap(&d) != nil {
+		go s.rejudgeAll("policy_changed")
+	}
+}
 
 // Listen binds every route's listener. Run calls it when it has not been
 // called; calling it first lets the caller report bind errors and learn

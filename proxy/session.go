@@ -24,6 +24,11 @@ type session struct {
 	connID    uint64
 	peerID    string
 	start     time.Time
+	// adm is set on inbound sessions: what they were admitted on.
+	adm *admission
+	// posture is the token an outbound session last sent.
+	posture        []byte
+	postureExpires time.Time
 
 	last      atomic.Int64 // unix nanoseconds of the last byte either way
 	closeOnce sync.Once
@@ -69,6 +74,29 @@ func (s *Server) runSession(ss *session) {
 		ss.abort("idle_timeout")
 	})
 
+	if ss.adm != nil {
+		ss.adm.mu.Lock()
+		s.watch(ss)
+		ss.adm.mu.Unlock()
+		defer func() {
+			ss.adm.mu.Lock()
+			ss.adm.ended = true
+			if ss.adm.timer != nil {
+				ss.adm.timer.Stop()
+			}
+			ss.adm.mu.Unlock()
+		}()
+	}
+	sessionDone := make(chan struct{})
+	defer close(sessionDone)
+	if ss.posture != nil && s.posture != nil {
+		go s.refreshPosture(ss, ss.posture, ss.postureExpires, sessionDone)
+	}
+	fr := &frameReader{r: ss.tun}
+	if ss.adm != nil {
+		fr.onPosture = s.onPosture(ss)
+	}
+
 	var toPeer, fromPeer int64
 	var upErr, downErr error
 	upDone := make(chan struct{})
@@ -79,7 +107,7 @@ func (s *Server) runSession(ss *session) {
 			ss.abort(outcomeOf(upErr, "app_error"))
 		}
 	}()
-	fromPeer, downErr = pump(ss.app, &frameReader{r: ss.tun}, activity)
+	fromPeer, downErr = pump(ss.app, fr, activity)
 	if downErr != nil {
 		ss.abort(outcomeOf(downErr, "tunnel_error"))
 	} else {
