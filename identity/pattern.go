@@ -109,3 +109,22 @@ func (ps Patterns) String() string {
 	}
 	return strings.Join(s, ",")
 }
+
+// IsZero reports whether p is the zero pattern, which matches nothing.
+func (p Pattern) IsZero() bool { return p.raw == "" }
+
+// MarshalText returns the pattern as written.
+func (p Pattern) MarshalText() ([]byte, error) { return []byte(p.raw), nil }
+
+// Specificity orders patterns that match the same ID: an exact ID beats a
+// path prefix, a longer prefix beats a shorter one, and any prefix beats a
+// whole trust domain.
+func (p Pattern) Specificity() int {
+	switch {
+	case !p.prefix:
+		return 1 << 20
+	case p.path != "/":
+		return 1 + len(p.path)
+	}
+	return 0
+}

@@ -1,6 +1,8 @@
 package posture
 
 import (
+	"github.com/medgate/medgate/identity"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -587,7 +589,7 @@ func (s *src) accessPolicy(name string, spec *yaml.Node) {
 	}
 	if n := s.req(m, spec, "spec", "allow"); n != nil {
 		for _, it := range s.strList(n, "spec.allow") {
-			p, err := ParseIDPattern(it.val)
+			p, err := identity.ParsePattern(it.val)
 			if err != nil {
 				s.errf(it.node, it.path, "%s", strings.TrimPrefix(err.Error(), "posture: "))
 				continue
@@ -797,7 +799,7 @@ func (s *src) jurisdictions(spec *yaml.Node) {
 		b := Binding{Origin: s.origin(bn)}
 		okID, okCode := false, false
 		if v, ok := s.reqStr(bm, bn, path, "id"); ok {
-			p, err := ParseIDPattern(v)
+			p, err := identity.ParsePattern(v)
 			if err != nil {
 				s.errf(bm["id"], join(path, "id"), "%s", strings.TrimPrefix(err.Error(), "posture: "))
 			} else if prev, dup := s.bindings[p.String()]; dup {

@@ -353,43 +353,6 @@ func TestPolicyVersion(t *testing.T) {
 	}
 }
 
-func TestIDPattern(t *testing.T) {
-	tests := []struct {
-		pattern string
-		match   []string
-		miss    []string
-	}{
-		{"spiffe://td.example/pacs", []string{"spiffe://td.example/pacs"}, []string{"spiffe://td.example/pacs/x", "spiffe://td.example/pac", "spiffe://other.example/pacs"}},
-		{"spiffe://td.example/*", []string{"spiffe://td.example/a", "spiffe://td.example/a/b", "spiffe://td.example"}, []string{"spiffe://td.example.evil/a", "spiffe://other.example/a"}},
-		{"spiffe://td.example/ward/*", []string{"spiffe://td.example/ward/3", "spiffe://td.example/ward/3/bed"}, []string{"spiffe://td.example/ward", "spiffe://td.example/wardrobe/1", "spiffe://td.example/x/ward/1"}},
-	}
-	for _, tt := range tests {
-		p, err := ParseIDPattern(tt.pattern)
-		if err != nil {
-			t.Fatalf("%s: %v", tt.pattern, err)
-		}
-		for _, s := range tt.match {
-			if !p.Match(id(s)) {
-				t.Errorf("%s does not match %s", tt.pattern, s)
-			}
-		}
-		for _, s := range tt.miss {
-			if p.Match(id(s)) {
-				t.Errorf("%s matches %s", tt.pattern, s)
-			}
-		}
-	}
-	for _, bad := range []string{"", "*", "spiffe://*", "spiffe://td.example/a*", "spiffe://td.example/*/x", "https://td.example/a", "spiffe://TD/a"} {
-		if _, err := ParseIDPattern(bad); err == nil {
-			t.Errorf("ParseIDPattern(%q) accepted", bad)
-		}
-	}
-	var zero IDPattern
-	if zero.Match(id("spiffe://td.example/a")) {
-		t.Error("the zero pattern matched")
-	}
-}
-
 func TestCompareVersions(t *testing.T) {
 	tests := []struct {
 		a, b string

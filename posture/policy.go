@@ -1,6 +1,8 @@
 package posture
 
 import (
+	"github.com/medgate/medgate/identity"
+
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -83,7 +85,7 @@ type Route struct {
 	DataClass string `json:"data_class"`
 	// Allow lists the peer IDs admitted: for an inbound route the clients,
 	// for an outbound route the servers this sidecar may send to.
-	Allow []IDPattern `json:"allow"`
+	Allow []identity.Pattern `json:"allow"`
 	// Profile names the PostureProfile a peer's token must satisfy; empty
 	// means no posture token is required. Inbound routes only.
 	Profile string `json:"posture_profile,omitempty"`
@@ -215,13 +217,13 @@ func (p *Profile) Check(c *Claims, now time.Time) (reasons []Reason, until time.
 	return reasons, until
 }
 
-// Binding maps the identities an IDPattern matches to a jurisdiction.
+// Binding maps the identities an identity.Pattern matches to a jurisdiction.
 // When several bindings match an ID the most specific decides: an exact
 // ID, then the longest path prefix, then the trust domain.
 type Binding struct {
-	ID           IDPattern `json:"id"`
-	Jurisdiction string    `json:"jurisdiction"`
-	Origin       Origin    `json:"-"`
+	ID           identity.Pattern `json:"id"`
+	Jurisdiction string           `json:"jurisdiction"`
+	Origin       Origin           `json:"-"`
 }
 
 // Action is what a residency rule does with data it covers.
@@ -362,7 +364,7 @@ func (p *Policy) Jurisdiction(id spiffeid.ID) (string, bool) {
 	best, code := -1, ""
 	for i := range p.Bindings {
 		b := &p.Bindings[i]
-		if s := b.ID.specificity(); s > best && b.ID.Match(id) {
+		if s := b.ID.Specificity(); s > best && b.ID.Match(id) {
 			best, code = s, b.Jurisdiction
 		}
 	}
@@ -414,7 +416,7 @@ func (p *Policy) finish() error {
 	p.routes = make(map[routeKey]*Route, len(p.Routes))
 	for i := range p.Routes {
 		r := &p.Routes[i]
-		slices.SortFunc(r.Allow, func(a, b IDPattern) int { return strings.Compare(a.raw, b.raw) })
+		slices.SortFunc(r.Allow, func(a, b identity.Pattern) int { return strings.Compare(a.String(), b.String()) })
 		p.routes[routeKey{r.Direction, r.Name}] = r
 	}
 	p.profiles = make(map[string]*Profile, len(p.Profiles))
