@@ -95,7 +95,7 @@ spec:
 `,
 			want: []string{
 				`policy.yaml:5: spec.dataClass: "Imaging" is not a valid data class (lower case letters, digits, '.', '_' and '-')`,
-				`policy.yaml:6: spec.allow[0]: id pattern "spiffe://a.example/x*": a wildcard may only be a final "/*"`,
+				`policy.yaml:6: spec.allow[0]: SPIFFE ID pattern "spiffe://a.example/x*": '*' is only allowed as a final path segment`,
 				`policy.yaml:7: spec.postureProfile: unknown PostureProfile "missing"`,
 				`policy.yaml:8: spec.colour: unknown field, want one of route, direction, dataClass, allow, postureProfile`,
 				`policy.yaml:10: apiVersion: want "medgate.io/v1", got "medgate.io/v2"`,
