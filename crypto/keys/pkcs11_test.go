@@ -130,7 +130,7 @@ func TestPKCS11Lifecycle(t *testing.T) {
 		want    error
 	}{
 		"flipped tag":    {id1, append(bytes.Clone(w1[:len(w1)-1]), w1[len(w1)-1]^1), ErrUnwrap},
-		"flipped nonce":  {id1, append(append([]byte{w1[0], w1[1] ^ 1}, w1[2:]...)), ErrUnwrap},
+		"flipped nonce":  {id1, append([]byte{w1[0], w1[1] ^ 1}, w1[2:]...), ErrUnwrap},
 		"short":          {id1, w1[:10], ErrUnwrap},
 		"other key's ID": {id2, w1, ErrUnwrap},
 		"unknown ID":     {"kek-20200101T000000.000Z-00000000", w1, ErrKeyUnavailable},
