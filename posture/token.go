@@ -587,3 +587,24 @@ func Issue(s *Signer, c Claims) ([]byte, error) {
 	}
 	return []byte(out), nil
 }
+
+// PeekExpiry returns a token's expiry without verifying it. It is for the
+// token's holder, to know when to send a fresh one; it is never a trust
+// decision.
+func PeekExpiry(token []byte) (time.Time, error) {
+	if len(token) == 0 || len(token) > MaxTokenSize {
+		return time.Time{}, tokenErr(ReasonTokenMalformed, "token of %d bytes", len(token))
+	}
+	jws, err := jose.ParseSignedCompact(string(token), Algorithms)
+	if err != nil {
+		return time.Time{}, tokenErr(ReasonTokenMalformed, "not a compact JWS")
+	}
+	c, _, _, err := decodeClaims(jws.UnsafePayloadWithoutVerification())
+	if err != nil {
+		return time.Time{}, tokenErr(ReasonTokenMalformed, "%v", err)
+	}
+	if c.Expiry.IsZero() {
+		return time.Time{}, tokenErr(ReasonClaimMissing, "no exp")
+	}
+	return c.Expiry, nil
+}

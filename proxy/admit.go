@@ -13,8 +13,12 @@ type AllowList map[string]identity.Patterns
 
 var _ posture.Decider = AllowList(nil)
 
-// Decide implements posture.Decider.
+// Decide implements posture.Decider. Outbound routes are allowed: their
+// configuration names the one peer they may reach.
 func (a AllowList) Decide(req posture.Request) posture.Decision {
+	if req.Direction == posture.Outbound {
+		return posture.Decision{Verdict: posture.Allow, Reasons: []posture.Reason{posture.ReasonAllowed}, PolicyVersion: "local", Route: req.Route, Direction: req.Direction}
+	}
 	ps, ok := a[req.Route]
 	switch {
 	case !ok:
@@ -23,4 +27,27 @@ func (a AllowList) Decide(req posture.Request) posture.Decision {
 		return posture.Decision{Verdict: posture.Deny, Reasons: []posture.Reason{posture.ReasonIDNotAllowed}, PolicyVersion: "local"}
 	}
 	return posture.Decision{Verdict: posture.Allow, Reasons: []posture.Reason{posture.ReasonAllowed}, PolicyVersion: "local"}
+}
+
+// reasonMaskingRequired denies a session whose decision is deidentify on a
+// route whose traffic this sidecar cannot mask: unmasked data never crosses.
+const reasonMaskingRequired = "masking_required"
+
+// admissible applies what the data path itself can honour to a decision:
+// it fails closed on deidentify, since opaque routes carry no codec that
+// could mask.
+func admissible(d posture.Decision) (posture.Decision, string) {
+	if !d.Admitted() {
+		reason := string(posture.ReasonInternal)
+		if len(d.Reasons) > 0 {
+			reason = string(d.Reasons[0])
+		}
+		return d, reason
+	}
+	if d.Verdict == posture.Deidentify {
+		d.Verdict = posture.Deny
+		d.Reasons = append([]posture.Reason{reasonMaskingRequired}, d.Reasons...)
+		return d, reasonMaskingRequired
+	}
+	return d, ""
 }

@@ -68,13 +68,9 @@ func (s *Server) rejudge(ss *session, trigger string) {
 		reason = "svid_expired"
 		dec = posture.Decision{Verdict: posture.Deny, Reasons: []posture.Reason{"svid_expired"}}
 	default:
-		dec = (*s.decider.Load()).Decide(req)
+		dec, reason = admissible((*s.decider.Load()).Decide(req))
 		switch {
-		case !dec.Admitted():
-			reason = string(posture.ReasonInternal)
-			if len(dec.Reasons) > 0 {
-				reason = string(dec.Reasons[0])
-			}
+		case reason != "":
 		case dec.Verdict != a.dec.Verdict || dec.Profile != a.dec.Profile:
 			// Admitted on other terms (allow <-> deidentify, another
 			// masking profile): the session's data path no longer fits.

@@ -95,13 +95,9 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 	}
 	leaf := cs.PeerCertificates[0]
 	req.PeerSPKIHash = identity.SPKIHash(leaf)
-	dec := (*s.decider.Load()).Decide(req)
+	dec, reason := admissible((*s.decider.Load()).Decide(req))
 	ev.withDecision(dec)
-	if !dec.Admitted() {
-		reason := string(posture.ReasonInternal)
-		if len(dec.Reasons) > 0 {
-			reason = string(dec.Reasons[0])
-		}
+	if reason != "" {
 		deny(reason, "", nil)
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/posture"
 )
 
 // serveOutbound carries one app connection to the route's remote sidecar.
@@ -26,6 +27,22 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	if s.active.Load() >= int64(s.cfg.MaxSessions) {
 		s.m.CapacityRefuse.WithLabelValues("sessions").Inc()
 		fail(reasonCapacity, nil)
+		return
+	}
+	// The data this side sends leaves its jurisdiction: residency judges
+	// it here, before anything is dialed.
+	req := posture.Request{Route: r.Name, PeerID: r.PeerID, Now: s.now(), Direction: posture.Outbound}
+	if local, err := s.src.GetX509SVID(); err == nil {
+		req.LocalID = local.ID
+	}
+	egress, reason := admissible((*s.decider.Load()).Decide(req))
+	if reason != "" {
+		ev.withDecision(egress)
+		s.m.Admissions.WithLabelValues(r.Name, "deny", reason).Inc()
+		log.Warn("session not established", "reason", reason, "stage", "egress")
+		ev.Time, ev.Verdict, ev.Outcome = s.now(), "deny", "not_established"
+		s.events(ev)
+		abort(app)
 		return
 	}
 	d := net.Dialer{Timeout: s.cfg.ConnectTimeout}

@@ -227,9 +227,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // same terms are closed, the others keep flowing.
 func (s *Server) SetDecider(d posture.Decider) {
 	if s.decider.Swap(&d) != nil {
-		go s.rejudgeAll("policy_changed")
+		s.Reevaluate()
 	}
 }
+
+// Reevaluate judges every live inbound session again, for example after
+// the decider's policy changed in place. It does not wait.
+func (s *Server) Reevaluate() { go s.rejudgeAll("policy_changed") }
 
 // Listen binds every route's listener. Run calls it when it has not been
 // called; calling it first lets the caller report bind errors and learn

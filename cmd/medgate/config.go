@@ -40,9 +40,10 @@ type sidecarEnv struct {
 	OutboundPeerID string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
 	OutboundRoute  string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
 
-	Config     string `env:"CONFIG" help:"YAML file with more inbound and outbound routes (same fields)"`
-	PolicyFile string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents); replaces INBOUND_ALLOW lists"`
-	EventLog   string `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
+	Config           string `env:"CONFIG" help:"YAML file with more inbound and outbound routes (same fields)"`
+	PolicyFile       string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents): access, posture profiles, jurisdictions, residency; replaces MEDGATE_INBOUND_ALLOW; reloaded when it changes"`
+	PostureTokenFile string `env:"POSTURE_TOKEN_FILE" help:"file holding this device's posture token (from an MDM/EDR issuer or 'medgate posture issue --refresh'); sent to peers and refreshed in band"`
+	EventLog         string `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
 
 	AdminAddr string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9901" help:"address of /healthz, /readyz and /metrics; off turns it off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -54,7 +55,7 @@ type sidecarEnv struct {
 	DrainTimeout         time.Duration `env:"DRAIN_TIMEOUT" envDefault:"30s" help:"on SIGTERM, how long live sessions may finish before they are closed"`
 	MaxSessions          int           `env:"MAX_SESSIONS" envDefault:"4096" help:"most proxied connections at once, all routes together"`
 	MaxPendingHandshakes int           `env:"MAX_PENDING_HANDSHAKES" envDefault:"256" help:"most tunnel connections not yet admitted; a new one evicts the oldest"`
-	SVIDReloadInterval   time.Duration `env:"SVID_RELOAD_INTERVAL" envDefault:"2s" help:"how often PEM files are checked for changes"`
+	ReloadInterval       time.Duration `env:"RELOAD_INTERVAL" envDefault:"2s" help:"how often the SVID files and the policy file are checked for changes (SIGHUP reloads the policy at once)"`
 }
 
 // routesFile is the shape of MEDGATE_CONFIG.
@@ -151,8 +152,11 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		if err != nil {
 			bad("INBOUND_ALLOW", "%v", err)
 		}
-		if len(ps) == 0 && e.PolicyFile == "" && err == nil {
+		switch {
+		case len(ps) == 0 && e.PolicyFile == "" && err == nil:
 			bad("INBOUND_ALLOW", "empty: without a policy file the inbound route would admit nobody")
+		case e.InboundAllow != "" && e.PolicyFile != "":
+			bad("INBOUND_ALLOW", "set together with MEDGATE_POLICY_FILE, which decides admission; list the IDs in the route's AccessPolicy instead")
 		}
 		r.Allow = ps
 		cfg.proxy.Inbound = append(cfg.proxy.Inbound, r)
@@ -192,6 +196,9 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 			bad("POLICY_FILE", "%v", err)
 		}
 	}
+	if e.PostureTokenFile != "" && len(cfg.proxy.Outbound) == 0 {
+		bad("POSTURE_TOKEN_FILE", "set without an outbound route; only outbound routes send posture")
+	}
 	if e.AdminAddr != "off" {
 		if err := hostPort(e.AdminAddr); err != nil {
 			bad("ADMIN_ADDR", "%v", err)
@@ -212,7 +219,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 	positive("CONNECT_TIMEOUT", e.ConnectTimeout)
 	positive("IDLE_TIMEOUT", e.IdleTimeout)
 	positive("DRAIN_TIMEOUT", e.DrainTimeout)
-	positive("SVID_RELOAD_INTERVAL", e.SVIDReloadInterval)
+	positive("RELOAD_INTERVAL", e.ReloadInterval)
 	if e.MaxSessions <= 0 {
 		bad("MAX_SESSIONS", "must be positive, got %d", e.MaxSessions)
 	}

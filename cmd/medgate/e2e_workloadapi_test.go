@@ -49,6 +49,32 @@ func (s fixedSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509
 	return s.set.GetX509BundleForTrustDomain(td)
 }
 
+// live is an app connection through an outbound sidecar to an echo app.
+type live struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func openLive(t *testing.T, addr string) *live {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &live{c, bufio.NewReader(c)}
+}
+
+// echo reports whether msg makes the round trip.
+func (l *live) echo(msg string) bool {
+	l.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintln(l.c, msg); err != nil {
+		return false
+	}
+	got, err := l.r.ReadString('\n')
+	return err == nil && strings.TrimSpace(got) == msg
+}
+
 // TestE2EWorkloadAPIRotation runs the inbound sidecar on SVIDs from a
 // Workload API server; the SVID rotates while a session is live. The
 // session keeps flowing and the next handshake presents the new SVID.

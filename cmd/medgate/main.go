@@ -62,6 +62,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"sidecar": {"run inbound and outbound routes (settings from MEDGATE_* variables)", runSidecar},
 		"dev-ca":  {"create a development CA and issue X.509-SVIDs without SPIRE", runDevCA},
+		"posture": {"collect device posture; a development posture issuer", runPosture},
 		"demo":    {"run two sidecars, an app and a refused peer on this machine, and report", runDemo},
 		"version": {"print the version", func(_ context.Context, _ []string, _ map[string]string, stdout, _ io.Writer) error {
 			fmt.Fprintf(stdout, "medgate %s\n", version)

@@ -66,7 +66,7 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 		src = ws
 	} else {
 		fsrc, err := identity.NewFileSource(identity.FileConfig{
-			CertFile: cfg.env.SVIDCert, KeyFile: cfg.env.SVIDKey, Bundles: cfg.env.TrustBundle, Interval: cfg.env.SVIDReloadInterval,
+			CertFile: cfg.env.SVIDCert, KeyFile: cfg.env.SVIDKey, Bundles: cfg.env.TrustBundle, Interval: cfg.env.ReloadInterval,
 		}, log)
 		if err != nil {
 			return err
@@ -86,13 +86,29 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	defer closeEvents()
 
 	deps := proxy.Deps{Source: src, Log: log, Metrics: metrics, Events: events}
-	policyReady, err := loadPolicy(cfg.env.PolicyFile, &deps)
-	if err != nil {
-		return fmt.Errorf("MEDGATE_POLICY_FILE: %w", err)
+	if cfg.env.PostureTokenFile != "" {
+		deps.Posture = tokenFileProvider(cfg.env.PostureTokenFile)
+		if _, _, err := deps.Posture(); err != nil {
+			log.Warn("posture token not readable yet; sessions wait for it", "err", err)
+		}
+	}
+	policyReady := func() error { return nil } // the routes' allow lists
+	var policy *policyWatcher
+	if cfg.env.PolicyFile != "" {
+		policy, err = newPolicyWatcher(cfg.env.PolicyFile, cfg.env.ReloadInterval, log)
+		if err != nil {
+			return fmt.Errorf("MEDGATE_POLICY_FILE: %w", err)
+		}
+		deps.Decider = policy.engine
+		policyReady = policy.ready
 	}
 	srv, err := proxy.New(cfg.proxy, deps)
 	if err != nil {
 		return err
+	}
+	if policy != nil {
+		policy.changed = srv.Reevaluate
+		g.Go(func() error { return policy.Run(ctx) })
 	}
 	if err := srv.Listen(); err != nil {
 		return err
