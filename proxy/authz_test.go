@@ -193,3 +193,33 @@ func TestSessionClosedWhenPostureTokenLapses(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestSessionClosedWhenPeerSVIDExpires: a TLS session keeps the
+// certificate it began with, so the sidecar ends it when that expires.
+func TestSessionClosedWhenPeerSVIDExpires(t *testing.T) {
+	eu := newPKI(t, "eu.example")
+	server := eu.source("spiffe://eu.example/pacs")
+	events := &eventLog{}
+	in := start(t, proxy.Config{Inbound: []proxy.InboundRoute{{Name: "default", Listen: "127.0.0.1:0", Upstream: echoServer(t), Allow: patterns(t, "spiffe://eu.example/*")}}},
+		proxy.Deps{Source: server, Events: events.sink})
+	// The client's SVID expires two seconds from now.
+	out := start(t, proxy.Config{Outbound: []proxy.OutboundRoute{{Name: "default", Listen: "127.0.0.1:0", Peer: in.InboundAddr("127.0.0.1:0").String(), PeerID: server.svid.ID}}},
+		proxy.Deps{Source: eu.sourceTTL("spiffe://eu.example/lab", 2*time.Second)})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go in.Run(ctx)
+	go out.Run(ctx)
+	s := openSession(t, out.OutboundAddr("default").String())
+	if !s.echo("a") {
+		t.Fatal("session not up")
+	}
+	waitFor(t, func() bool { return !s.echo("b") })
+	waitFor(t, func() bool {
+		for _, e := range events.find("reauthorization", "inbound") {
+			if e.Verdict == "deny" && e.Reasons[0] == "svid_expired" {
+				return true
+			}
+		}
+		return false
+	})
+}

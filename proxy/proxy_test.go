@@ -46,7 +46,11 @@ func newPKI(t *testing.T, td string) *pki {
 }
 
 func (p *pki) source(id string, trust ...*pki) *source {
-	svid, err := p.ca.Issue(spiffeid.RequireFromString(id), time.Hour)
+	return p.sourceTTL(id, time.Hour, trust...)
+}
+
+func (p *pki) sourceTTL(id string, ttl time.Duration, trust ...*pki) *source {
+	svid, err := p.ca.Issue(spiffeid.RequireFromString(id), ttl)
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -275,3 +275,32 @@ func TestE2EPolicyChangeClosesOnlyRevokedSessions(t *testing.T) {
 		t.Error("no reauthorization event for the revoked peer")
 	}
 }
+
+func TestE2EBadPolicyFileNamesFileLineAndField(t *testing.T) {
+	r := newPostureRig(t)
+	os.WriteFile(r.policy, []byte("apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec:\n  dataClass: records\n  allow: [\"spiffe://x.example/a*\"]\n"), 0o600)
+	env := identityEnv(r.svid("spiffe://hospital.example/eu/pacs"), r.ca.bundle())
+	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+	env["MEDGATE_INBOUND_UPSTREAM"] = "127.0.0.1:1"
+	env["MEDGATE_POLICY_FILE"] = r.policy
+	env["MEDGATE_ADMIN_ADDR"] = "off"
+	out, err := runBinary(env, "sidecar")
+	if err == nil {
+		t.Fatal("sidecar started on a bad policy file")
+	}
+	if !strings.Contains(out, "MEDGATE_POLICY_FILE") || !strings.Contains(out, "policy.yaml:6: spec.allow[0]") {
+		t.Errorf("error does not name variable, file, line and field:\n%s", out)
+	}
+}
+
+func TestE2EPostureCollect(t *testing.T) {
+	out, err := runBinary(nil, "posture", "collect")
+	if err != nil {
+		t.Fatalf("posture collect: %v\n%s", err, out)
+	}
+	for _, field := range []string{`"device_id"`, `"os"`, `"disk_encrypted"`, `"firewall"`} {
+		if !strings.Contains(out, field) {
+			t.Errorf("collect output lacks %s:\n%s", field, out)
+		}
+	}
+}
