@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"crypto/fips140"
 	"errors"
 	"fmt"
 	"io"
@@ -590,8 +591,14 @@ func TestNoAllocsPerSegment(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if allocs != 0 {
-		t.Errorf("Writer: %.1f allocations per segment, want 0", allocs)
+	// In FIPS 140-3 mode the nonce comes from the module's DRBG, which in
+	// -race builds allocates its 48-byte additional input on every call.
+	limit := 0.0
+	if fips140.Enabled() {
+		limit = 1
+	}
+	if allocs > limit {
+		t.Errorf("Writer: %.1f allocations per segment, want at most %.0f", allocs, limit)
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
