@@ -3,9 +3,13 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,12 +21,46 @@ import (
 	"sync"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/identity/devca"
+	"github.com/medgate/medgate/posture"
 	"github.com/medgate/medgate/proxy"
 )
+
+// demoPolicy is the demo's policy; %s is the MDM's JWKS.
+const demoPolicy = `apiVersion: medgate.io/v1
+kind: Jurisdictions
+metadata: {name: hospital}
+spec:
+  codes: [EU]
+  bindings: [{id: "spiffe://hospital.example/*", jurisdiction: EU}]
+---
+apiVersion: medgate.io/v1
+kind: ResidencyRules
+metadata: {name: in-house}
+spec:
+  rules: [{dataClass: imaging, from: EU, to: EU, action: allow}]
+---
+apiVersion: medgate.io/v1
+kind: PostureProfile
+metadata: {name: clinical-device}
+spec:
+  issuers: [{name: "https://mdm.hospital.example", jwks: '%s'}]
+  minOSVersion: {debian: "12"}
+  requireDiskEncryption: true
+  maxPatchAge: 30d
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: pacs}
+spec:
+  dataClass: imaging
+  allow: ["spiffe://hospital.example/lab/*"]
+  postureProfile: clinical-device
+`
 
 const demoSynopsis = `Runs medgate's main job on this machine with embedded defaults and no
 outside services: a development CA, a small "PACS" app, an inbound sidecar in
@@ -61,9 +99,11 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	ids := map[string]string{
 		"pacs":    "spiffe://hospital.example/pacs",
 		"lab":     "spiffe://hospital.example/lab/workstation-1",
+		"laptop":  "spiffe://hospital.example/lab/laptop-7",
 		"billing": "spiffe://hospital.example/billing",
 	}
 	sources := map[string]identity.Source{}
+	leaves := map[string]*x509.Certificate{}
 	for name, id := range ids {
 		svid, err := ca.Issue(spiffeid.RequireFromString(id), time.Hour)
 		if err != nil {
@@ -81,9 +121,43 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 			return err
 		}
 		sources[name] = src
+		leaves[name] = svid.Certificates[0]
 	}
 	say("medgate demo (working directory %s)", dir)
-	say("  dev CA for trust domain %s issued SVIDs for the PACS, a lab workstation and billing", td)
+	say("  dev CA for trust domain %s issued SVIDs for the PACS, a lab workstation, a laptop and billing", td)
+
+	// A posture issuer, standing in for the hospital's MDM, and the
+	// policy: the lab may reach the PACS from a compliant device only.
+	issuerKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	issuer, err := posture.NewSigner(issuerKey, "demo-mdm-1")
+	if err != nil {
+		return err
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{issuer.PublicJWK()}})
+	policy, err := posture.Parse("demo-policy.yaml", []byte(fmt.Sprintf(demoPolicy, jwks)))
+	if err != nil {
+		return err
+	}
+	engine, err := posture.NewEngine(posture.Config{}, posture.Deps{})
+	if err != nil {
+		return err
+	}
+	engine.SetPolicy(policy)
+	tokenFor := func(name string, diskEncrypted bool) proxy.PostureProvider {
+		return func() ([]byte, time.Time, error) {
+			now := time.Now()
+			c := posture.Claims{
+				Issuer: "https://mdm.hospital.example", Subject: spiffeid.RequireFromString(ids[name]), DeviceID: "device-" + name,
+				OS: &posture.OSInfo{Name: "debian", Version: "12"}, DiskEncrypted: &diskEncrypted,
+				LastPatch: now.Add(-72 * time.Hour), IssuedAt: now, Expiry: now.Add(10 * time.Minute), SPKIHash: posture.SPKIHash(leaves[name]),
+			}
+			tok, err := posture.Issue(issuer, c)
+			return tok, c.Expiry, err
+		}
+	}
 
 	// The legacy app: reads everything, answers with the SHA-256 it saw.
 	app, err := net.Listen("tcp", "127.0.0.1:0")
@@ -101,10 +175,9 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		evMu.Unlock()
 		log.Info("access event", "event", e)
 	}
-	allow, _ := identity.ParsePatterns("spiffe://hospital.example/lab/*")
 	inbound, err := proxy.New(proxy.Config{Inbound: []proxy.InboundRoute{{
-		Name: "pacs", Listen: "127.0.0.1:0", Upstream: app.Addr().String(), Allow: allow,
-	}}}, proxy.Deps{Source: sources["pacs"], Log: log, Events: sink})
+		Name: "pacs", Listen: "127.0.0.1:0", Upstream: app.Addr().String(),
+	}}}, proxy.Deps{Source: sources["pacs"], Decider: engine, Log: log, Events: sink})
 	if err != nil {
 		return err
 	}
@@ -112,31 +185,36 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		return err
 	}
 	peer := inbound.InboundAddr("127.0.0.1:0").String()
-	outbound := func(name string) (*proxy.Server, error) {
+	outbound := func(name string, token proxy.PostureProvider) (*proxy.Server, error) {
 		s, err := proxy.New(proxy.Config{Outbound: []proxy.OutboundRoute{{
 			Name: "to-pacs", Listen: "127.0.0.1:0", Peer: peer, PeerID: spiffeid.RequireFromString(ids["pacs"]), RemoteRoute: "pacs",
-		}}}, proxy.Deps{Source: sources[name], Log: log, Events: sink})
+		}}}, proxy.Deps{Source: sources[name], Log: log, Events: sink, Posture: token})
 		if err != nil {
 			return nil, err
 		}
 		return s, s.Listen()
 	}
-	lab, err := outbound("lab")
+	lab, err := outbound("lab", tokenFor("lab", true))
 	if err != nil {
 		return err
 	}
-	billing, err := outbound("billing")
+	laptop, err := outbound("laptop", tokenFor("laptop", false))
+	if err != nil {
+		return err
+	}
+	billing, err := outbound("billing", nil)
 	if err != nil {
 		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for _, s := range []*proxy.Server{inbound, lab, billing} {
+	for _, s := range []*proxy.Server{inbound, lab, laptop, billing} {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.Run(runCtx) }()
 	}
 	defer func() { stop(); wg.Wait() }()
-	say("  inbound sidecar (PACS, admits spiffe://hospital.example/lab/*) on %s", peer)
+	say("  inbound sidecar in front of the PACS on %s, policy %s:", peer, policy.Version)
+	say("    spiffe://hospital.example/lab/* from a device with an encrypted disk, Debian 12 or later, patched within 30 days")
 
 	// 1. The lab workstation sends a study.
 	payload := make([]byte, *size<<20)
@@ -151,29 +229,36 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	if answer != hex.EncodeToString(sum[:]) {
 		return errors.New("demo: the PACS received different bytes than were sent")
 	}
-	say("  lab workstation -> outbound sidecar -> TLS 1.3 mTLS tunnel -> inbound sidecar -> PACS:")
+	say("  lab workstation -> outbound sidecar -> TLS 1.3 mTLS tunnel -> inbound sidecar -> PACS,")
+	say("    admitted on its SVID and a posture token the MDM signed for it:")
 	say("    %d MiB in %s, SHA-256 identical at both ends (%s...)", *size, took.Round(time.Millisecond), answer[:16])
 
-	// 2. Billing is a valid identity in the same trust domain, but not allowed.
-	if _, err := sendThrough(billing.OutboundAddr("to-pacs").String(), []byte("not for billing")); err == nil {
-		return errors.New("demo: billing was not refused")
-	}
-	var refused *proxy.Event
-	deadline := time.Now().Add(5 * time.Second)
-	for refused == nil && time.Now().Before(deadline) {
-		evMu.Lock()
-		for i := range events {
-			if e := events[i]; e.Kind == "admission" && e.Direction == "inbound" && e.Verdict == "deny" && e.PeerID == ids["billing"] {
-				refused = &e
-			}
+	// 2. Refusals: a lab laptop whose disk is not encrypted, and billing,
+	// a valid identity the policy does not name.
+	for _, who := range []struct {
+		name string
+		srv  *proxy.Server
+	}{{"laptop", laptop}, {"billing", billing}} {
+		if _, err := sendThrough(who.srv.OutboundAddr("to-pacs").String(), []byte("not for you")); err == nil {
+			return fmt.Errorf("demo: %s was not refused", who.name)
 		}
-		evMu.Unlock()
-		time.Sleep(10 * time.Millisecond)
+		var refused *proxy.Event
+		deadline := time.Now().Add(5 * time.Second)
+		for refused == nil && time.Now().Before(deadline) {
+			evMu.Lock()
+			for i := range events {
+				if e := events[i]; e.Kind == "admission" && e.Direction == "inbound" && e.Verdict == "deny" && e.PeerID == ids[who.name] {
+					refused = &e
+				}
+			}
+			evMu.Unlock()
+			time.Sleep(10 * time.Millisecond)
+		}
+		if refused == nil {
+			return fmt.Errorf("demo: no access event for the refused %s", who.name)
+		}
+		say("  %s refused before any byte reached the PACS: %s", ids[who.name], strings.Join(refused.Reasons, ", "))
 	}
-	if refused == nil {
-		return errors.New("demo: no access event for the refused identity")
-	}
-	say("  %s refused before any byte reached the PACS: reason %s (access event recorded)", ids["billing"], strings.Join(refused.Reasons, ","))
 
 	stop()
 	wg.Wait()
