@@ -258,3 +258,41 @@ func runBinary(env map[string]string, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// TestE2EFloodDoesNotStarveAllowedClient fills the inbound sidecar's
+// pending-handshake slots with idle and half-open connections; an allowed
+// client still gets through.
+func TestE2EFloodDoesNotStarveAllowedClient(t *testing.T) {
+	ca := newTestCA(t, "hospital.example")
+	app := startHashApp(t, false)
+	in := startInbound(t, ca, app, map[string]string{"MEDGATE_MAX_PENDING_HANDSHAKES": "32", "MEDGATE_HANDSHAKE_TIMEOUT": "1m"})
+	lab := startOutbound(t, ca.issue("spiffe://hospital.example/lab/ws1", time.Hour), []string{ca.bundle()}, in)
+	var flood []net.Conn
+	defer func() {
+		for _, c := range flood {
+			c.Close()
+		}
+	}()
+	for i := range 300 {
+		c, err := net.Dial("tcp", in.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			c.Write([]byte{0x16, 0x03, 0x01, 0x02}) // half a ClientHello, then silence
+		}
+		flood = append(flood, c)
+	}
+	time.Sleep(500 * time.Millisecond) // older than the eviction floor
+	got, err := send(lab.out, strings.NewReader("through the flood"))
+	if err != nil {
+		t.Fatalf("allowed client starved: %v", err)
+	}
+	if want := hashOf(strings.NewReader("through the flood")); got != want {
+		t.Fatalf("app answered %s, want %s", got, want)
+	}
+	_, metrics := in.get("/metrics")
+	if !strings.Contains(metrics, `medgate_capacity_refusals_total{kind="pending_handshakes"}`) {
+		t.Error("evictions not counted in medgate_capacity_refusals_total")
+	}
+}
