@@ -14,12 +14,14 @@ import (
 // Read returns plaintext only from segments that have authenticated, each
 // as soon as it has arrived, and io.EOF only after the final segment has
 // authenticated and src has ended right after it. Over a connection that
-// means the sender must end its side after Writer.Close (CloseWrite on TCP,
-// closing the send side of a QUIC stream), or the last Read waits for it;
-// the final segment's plaintext has been returned by then. A Reader reads src with
-// two reads per segment; wrap a connection in a bufio.Reader to read in
-// larger chunks. It holds two segment-sized buffers, allocates nothing per
-// segment, and is not safe for concurrent use. It never closes src.
+// means the sender must end its side after Writer.Close (CloseWrite on
+// TCP, closing the send side of a QUIC stream), or the last Read waits for
+// it; the final segment's plaintext has been returned by then.
+//
+// A Reader reads src with two reads per segment; wrap a connection in a
+// bufio.Reader to read in larger chunks. It holds two segment-sized
+// buffers, allocates nothing per segment, and is not safe for concurrent
+// use. It never closes src.
 type Reader struct {
 	src   io.Reader
 	hdr   Header
@@ -75,7 +77,10 @@ func (r *Reader) Header() Header {
 	return h
 }
 
-// Read reads plaintext into p. After an error, every call returns the same
+// Read reads plaintext into p. When nothing is pending and p has room for a
+// whole segment, the segment is opened straight into p, saving a copy; if
+// it fails to authenticate, Read returns 0 and the error, and what it wrote
+// into p has been zeroed. After an error, every call returns the same
 // error.
 func (r *Reader) Read(p []byte) (int, error) {
 	for r.off == len(r.pt) {
@@ -85,7 +90,13 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		r.next()
+		if len(p) >= cap(r.pt) {
+			if n := r.next(p); n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		r.next(nil)
 	}
 	n := copy(p, r.pt[r.off:])
 	r.off += n
@@ -105,7 +116,7 @@ func (r *Reader) WriteTo(dst io.Writer) (int64, error) {
 			if r.err != nil {
 				return total, r.err
 			}
-			r.next()
+			r.next(nil)
 		}
 		n, err := dst.Write(r.pt[r.off:])
 		r.off += n
@@ -119,48 +130,58 @@ func (r *Reader) WriteTo(dst io.Writer) (int64, error) {
 	}
 }
 
-// next opens the next segment into r.pt, or sets r.err.
-func (r *Reader) next() {
+// next opens the next segment, or sets r.err. With into nil it opens the
+// segment into r.pt; otherwise into into, which must have room for a whole
+// segment, and returns the plaintext's length.
+func (r *Reader) next(into []byte) int {
 	r.pt = r.pt[:0]
 	r.off = 0
 	if r.last {
 		r.err = r.checkEnd()
-		return
+		return 0
 	}
 	if r.index >= MaxSegments {
 		r.fail(fmt.Errorf("%w: segment %d", ErrTooLong, r.index))
-		return
+		return 0
 	}
 	if _, err := io.ReadFull(r.src, r.word[:]); err != nil {
 		r.fail(r.readErr(err))
-		return
+		return 0
 	}
 	word := binary.BigEndian.Uint32(r.word[:])
 	last := word&lastFlag != 0
 	n := int(word &^ lastFlag)
 	if n > cap(r.pt) {
 		r.fail(fmt.Errorf("%w: segment %d length %d exceeds segment size %d", ErrAuthFailed, r.index, n, cap(r.pt)))
-		return
+		return 0
 	}
 	if n == 0 && !last {
 		r.fail(fmt.Errorf("%w: segment %d is empty and not final", ErrAuthFailed, r.index))
-		return
+		return 0
 	}
 	frame := r.frame[:nonceSize+n+gcmTagSize]
 	if _, err := io.ReadFull(r.src, frame); err != nil {
 		r.fail(r.readErr(err))
-		return
+		return 0
 	}
 	binary.BigEndian.PutUint64(r.ad[sha256.Size:], r.index)
 	copy(r.ad[sha256.Size+8:], r.word[:])
-	pt, err := r.aead.Open(r.pt[:0], nil, frame, r.ad[:])
+	dst := r.pt[:0]
+	if into != nil {
+		dst = into[:0]
+	}
+	// On a tag mismatch the AEAD zeroes what it wrote into dst.
+	pt, err := r.aead.Open(dst, nil, frame, r.ad[:])
 	if err != nil {
 		r.fail(fmt.Errorf("%w: segment %d", ErrAuthFailed, r.index))
-		return
+		return 0
 	}
-	r.pt = pt
+	if into == nil {
+		r.pt = pt
+	}
 	r.index++
 	r.last = last
+	return len(pt)
 }
 
 func (r *Reader) readErr(err error) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"testing/iotest"
 )
@@ -427,6 +428,35 @@ func TestTampering(t *testing.T) {
 			}
 			if r == nil {
 				return
+			}
+			// Again with reads that take whole segments, which open straight
+			// into the caller's buffer: a failed Read leaves nothing of the
+			// bad segment's plaintext there.
+			r2, err2 := NewReader(bytes.NewReader(tt.ct), UseKey(tt.key))
+			if err2 != nil {
+				t.Fatalf("second NewReader: %v", err2)
+			}
+			big := make([]byte, 2*MinSegmentSize)
+			var got2 []byte
+			for {
+				for i := range big {
+					big[i] = 0xAA
+				}
+				n, err := r2.Read(big)
+				got2 = append(got2, big[:n]...)
+				if err == nil {
+					continue
+				}
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("whole-segment reads: got error %v, want %v", err, tt.want)
+				}
+				if n == 0 && slices.ContainsFunc(big, func(b byte) bool { return b != 0xAA && b != 0 }) {
+					t.Fatal("failed Read left bytes in the caller's buffer")
+				}
+				break
+			}
+			if !bytes.Equal(got, got2) {
+				t.Fatalf("whole-segment reads returned %d bytes, small reads %d", len(got2), len(got))
 			}
 			for range 3 {
 				n, again := r.Read(make([]byte, 10))
