@@ -69,6 +69,23 @@ func FuzzReader(f *testing.F) {
 			return
 		}
 		got, err := io.ReadAll(r)
+		// Reads of whole segments take the other path through Read.
+		r2, _ := NewReader(bytes.NewReader(data), UseKey(testKey))
+		var got2 []byte
+		big := make([]byte, r2.Header().SegmentSize)
+		for {
+			n, err2 := r2.Read(big)
+			got2 = append(got2, big[:n]...)
+			if err2 == io.EOF {
+				err2 = nil
+			}
+			if err2 != nil || n == 0 {
+				if (err == nil) != (err2 == nil) || !bytes.Equal(got, got2) {
+					t.Fatalf("small and whole-segment reads disagree: %v, %v", err, err2)
+				}
+				break
+			}
+		}
 		if err != nil {
 			if !isReadError(err) {
 				t.Fatalf("Read error %v is not a stream sentinel", err)
