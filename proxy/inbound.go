@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/medgate/medgate/crypto/stream"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
 )
@@ -106,6 +107,33 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		deny(reasonCapacity, "session limit reached", nil)
 		return
 	}
+	admit := Admit{Version: ProtocolVersion, Session: hello.Session, Verdict: dec.Verdict.String(), Profile: dec.Profile, PolicyVersion: dec.PolicyVersion}
+	var inner *innerKeys
+	switch {
+	case hello.Key != nil:
+		kctx, cancel := context.WithDeadline(ctx, start.Add(s.cfg.HandshakeTimeout))
+		recv, err := s.unwrapPeerKey(kctx, hello.Key)
+		if err != nil {
+			cancel()
+			deny(reasonKeyUnavailable, "peer data key "+hello.Key.KeyID, err)
+			return
+		}
+		send, wk, err := s.newSendKey(kctx)
+		cancel()
+		if err != nil {
+			deny(reasonKeyUnavailable, "own data key", err)
+			return
+		}
+		admit.Key = wk
+		inner = &innerKeys{
+			send: send, recv: recv,
+			sendHdr:   stream.Header{KeyID: wk.KeyID, Route: route.Name, Jurisdiction: dec.LocalJurisdiction, PolicyVersion: dec.PolicyVersion},
+			wantRoute: route.Name, wantJurisdiction: dec.PeerJurisdiction,
+		}
+	case !route.DisableInnerLayer:
+		deny(reasonInnerLayerRequired, "hello carries no data key", nil)
+		return
+	}
 	d := net.Dialer{Timeout: s.cfg.ConnectTimeout}
 	app, err := d.DialContext(ctx, "tcp", route.Upstream)
 	if err != nil {
@@ -123,7 +151,6 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 			return
 		}
 	}
-	admit := Admit{Version: ProtocolVersion, Session: hello.Session, Verdict: dec.Verdict.String(), Profile: dec.Profile, PolicyVersion: dec.PolicyVersion}
 	if err := writeJSONFrame(tc, frameAdmit, admit); err != nil {
 		app.Close()
 		tc.Close()
@@ -138,6 +165,6 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 	s.runSession(&session{
 		s: s, app: app, tun: tc, route: route.Name, direction: "inbound",
 		id: hello.Session, connID: connID, peerID: peerID.String(), start: start,
-		adm: &admission{req: req, dec: dec, peerNotAfter: leaf.NotAfter},
+		adm: &admission{req: req, dec: dec, peerNotAfter: leaf.NotAfter}, inner: inner,
 	})
 }

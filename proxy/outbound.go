@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
+	"github.com/medgate/medgate/crypto/stream"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
 )
@@ -62,6 +64,23 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	}
 	s.m.Handshakes.WithLabelValues("dial", "ok").Inc()
 	hello := Hello{Version: ProtocolVersion, Route: r.RemoteRoute, Session: sessionID}
+	var inner *innerKeys
+	if !r.DisableInnerLayer {
+		kctx, cancel := context.WithDeadline(ctx, start.Add(s.cfg.ConnectTimeout+s.cfg.HandshakeTimeout))
+		send, wk, err := s.newSendKey(kctx)
+		cancel()
+		if err != nil {
+			tc.Close()
+			fail(reasonKeyUnavailable, err)
+			return
+		}
+		hello.Key = wk
+		inner = &innerKeys{
+			send:      send,
+			sendHdr:   stream.Header{KeyID: wk.KeyID, Route: r.RemoteRoute, Jurisdiction: egress.LocalJurisdiction, PolicyVersion: egress.PolicyVersion},
+			wantRoute: r.RemoteRoute, wantJurisdiction: egress.PeerJurisdiction,
+		}
+	}
 	var token []byte
 	var tokenExp time.Time
 	if s.posture != nil {
@@ -93,6 +112,21 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 		tc.Close()
 		fail("bad_answer", errors.New("admit names another session"))
 		return
+	case inner != nil && admit.Key == nil:
+		tc.Close()
+		fail("bad_answer", errors.New("admit carries no data key for the inner layer"))
+		return
+	}
+	if inner != nil {
+		kctx, cancel := context.WithDeadline(ctx, start.Add(s.cfg.ConnectTimeout+s.cfg.HandshakeTimeout))
+		inner.recv, err = s.unwrapPeerKey(kctx, admit.Key)
+		cancel()
+		if err != nil {
+			writeJSONFrame(tc, frameClose, Close{Reason: reasonKeyUnavailable})
+			tc.Close()
+			fail(reasonKeyUnavailable, fmt.Errorf("peer data key %s: %w", admit.Key.KeyID, err))
+			return
+		}
 	}
 	raw.SetDeadline(time.Time{})
 	s.m.Admissions.WithLabelValues(r.Name, admit.Verdict, "admitted").Inc()
@@ -102,6 +136,6 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	s.runSession(&session{
 		s: s, app: app, tun: tc, route: r.Name, direction: "outbound",
 		id: sessionID, connID: connID, peerID: r.PeerID.String(), start: start,
-		posture: token, postureExpires: tokenExp,
+		posture: token, postureExpires: tokenExp, inner: inner,
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/identity/devca"
 	"github.com/medgate/medgate/proxy"
@@ -111,10 +114,35 @@ func (l *eventLog) find(kind, direction string) []proxy.Event {
 	return out
 }
 
+// sharedKeyring is the data owner's keyring that both test sidecars use,
+// as sidecars of one organisation share a KMS.
+var sharedKeyring = map[*testing.T]*keys.File{}
+
+func keyring(t *testing.T) *keys.File {
+	t.Helper()
+	if k, ok := sharedKeyring[t]; ok {
+		return k
+	}
+	dir := filepath.Join(t.TempDir(), "keys")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.InitFile(filepath.Join(dir, "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sharedKeyring[t] = k
+	t.Cleanup(func() { delete(sharedKeyring, t) })
+	return k
+}
+
 func start(t *testing.T, cfg proxy.Config, deps proxy.Deps) *proxy.Server {
 	t.Helper()
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Keyring == nil {
+		deps.Keyring = keyring(t)
 	}
 	s, err := proxy.New(cfg, deps)
 	if err != nil {
@@ -293,3 +321,64 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func newKeyring(t *testing.T) *keys.File {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "other-keys")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k, err := keys.InitFile(filepath.Join(dir, "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestInnerLayerAdmission(t *testing.T) {
+	eu := newPKI(t, "eu.example")
+	tests := []struct {
+		name     string
+		inKeys   func(*testing.T) keys.Keyring
+		inPlain  bool // inbound route disables the inner layer
+		outPlain bool // outbound route disables it
+		wantDeny string
+	}{
+		{"shared keyring", keyringFor, false, false, ""},
+		{"inbound without the sender's key", newKeyringFor, false, false, "key_unavailable"},
+		{"sender without the inner layer", keyringFor, false, true, "inner_layer_required"},
+		{"both ends in one site", keyringFor, true, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			events := &eventLog{}
+			server := eu.source("spiffe://eu.example/pacs")
+			in := start(t, proxy.Config{Inbound: []proxy.InboundRoute{{Name: "default", Listen: "127.0.0.1:0", Upstream: echoServer(t),
+				Allow: patterns(t, "spiffe://eu.example/*"), DisableInnerLayer: tt.inPlain}}}, proxy.Deps{Source: server, Keyring: tt.inKeys(t), Events: events.sink})
+			out := start(t, proxy.Config{Outbound: []proxy.OutboundRoute{{Name: "default", Listen: "127.0.0.1:0", Peer: in.InboundAddr("127.0.0.1:0").String(),
+				PeerID: server.svid.ID, DisableInnerLayer: tt.outPlain}}}, proxy.Deps{Source: eu.source("spiffe://eu.example/lab")})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go in.Run(ctx)
+			go out.Run(ctx)
+			s := openSession(t, out.OutboundAddr("default").String())
+			ok := s.echo("hello")
+			if tt.wantDeny == "" {
+				if !ok {
+					t.Fatal("session did not carry data")
+				}
+				return
+			}
+			if ok {
+				t.Fatalf("session carried data, want deny %s", tt.wantDeny)
+			}
+			waitFor(t, func() bool {
+				ev := events.find("admission", "inbound")
+				return len(ev) == 1 && ev[0].Verdict == "deny" && ev[0].Reasons[0] == tt.wantDeny
+			})
+		})
+	}
+}
+
+func keyringFor(t *testing.T) keys.Keyring    { return keyring(t) }
+func newKeyringFor(t *testing.T) keys.Keyring { return newKeyring(t) }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
 )
@@ -35,6 +36,11 @@ type InboundRoute struct {
 	// ProxyProtocol sends a PROXY protocol v2 header with the peer's
 	// SPIFFE ID (TLV 0xE0) to the app before any data.
 	ProxyProtocol bool
+	// DisableInnerLayer admits sessions without the inner AES-256-GCM
+	// layer, for peers in the same site. By default (false) a session must
+	// carry it: both directions are sealed under data keys wrapped by the
+	// data owner's keyring.
+	DisableInnerLayer bool
 }
 
 // OutboundRoute accepts plaintext connections from the local app and
@@ -52,6 +58,9 @@ type OutboundRoute struct {
 	// RemoteRoute is the inbound route asked for at the peer. Empty means
 	// "default".
 	RemoteRoute string
+	// DisableInnerLayer sends without the inner layer; the peer's route
+	// must allow that. By default (false) the session is sealed.
+	DisableInnerLayer bool
 }
 
 // Config holds the data path's settings. Zero values mean the defaults
@@ -122,6 +131,9 @@ type Deps struct {
 	// Posture provides this device's posture token for outbound routes;
 	// nil sends none.
 	Posture PostureProvider
+	// Keyring wraps the data keys of the inner layer and unwraps the
+	// peer's. Required when any route keeps the inner layer on.
+	Keyring keys.Keyring
 }
 
 // Server runs a sidecar's routes. Create it with New, then call Run.
@@ -134,6 +146,7 @@ type Server struct {
 	events  EventSink
 	now     func() time.Time
 	posture PostureProvider
+	keyring keys.Keyring
 
 	inbound  map[string]map[string]*InboundRoute // listen address -> route name -> route
 	serverTC *tls.Config
@@ -165,6 +178,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		events:    deps.Events,
 		now:       deps.Now,
 		posture:   deps.Posture,
+		keyring:   deps.Keyring,
 		inbound:   map[string]map[string]*InboundRoute{},
 		listeners: map[string]net.Listener{},
 		sessions:  map[*session]struct{}{},
@@ -197,6 +211,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		s.inbound[r.Listen][r.Name] = r
 		allow[r.Name] = r.Allow
+		if !r.DisableInnerLayer && deps.Keyring == nil {
+			errs = append(errs, fmt.Errorf("proxy: inbound route %q: the inner encryption layer needs a keyring (or disable it for the route)", r.Name))
+		}
 	}
 	for _, r := range cfg.Outbound {
 		if names["out:"+r.Name] {
@@ -205,6 +222,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		names["out:"+r.Name] = true
 		if r.PeerID.IsZero() {
 			errs = append(errs, fmt.Errorf("proxy: outbound route %q: no peer SPIFFE ID", r.Name))
+		}
+		if !r.DisableInnerLayer && deps.Keyring == nil {
+			errs = append(errs, fmt.Errorf("proxy: outbound route %q: the inner encryption layer needs a keyring (or disable it for the route)", r.Name))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/medgate/medgate/crypto/stream"
 )
 
 // session is one admitted, proxied connection: the app's plaintext
@@ -26,6 +28,9 @@ type session struct {
 	start     time.Time
 	// adm is set on inbound sessions: what they were admitted on.
 	adm *admission
+	// inner holds the inner layer's keys; nil when the session runs
+	// without it.
+	inner *innerKeys
 	// posture is the token an outbound session last sent.
 	posture        []byte
 	postureExpires time.Time
@@ -102,12 +107,22 @@ func (s *Server) runSession(ss *session) {
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
-		toPeer, upErr = pumpToTunnel(ss.tun, ss.app, activity)
+		if ss.inner != nil {
+			toPeer, upErr = pumpSealed(ss.tun, ss.app, ss.inner, activity)
+		} else {
+			toPeer, upErr = pumpToTunnel(ss.tun, ss.app, activity)
+		}
 		if upErr != nil {
 			ss.abort(outcomeOf(upErr, "app_error"))
 		}
 	}()
-	fromPeer, downErr = pump(ss.app, fr, activity)
+	var src io.Reader = fr
+	if ss.inner != nil {
+		src, downErr = openSealed(fr, ss.inner)
+	}
+	if downErr == nil {
+		fromPeer, downErr = pump(ss.app, src, activity)
+	}
 	if downErr != nil {
 		ss.abort(outcomeOf(downErr, "tunnel_error"))
 	} else {
@@ -122,6 +137,10 @@ func (s *Server) runSession(ss *session) {
 		ss.app.Close()
 	})
 
+	if ss.inner != nil {
+		clear(ss.inner.send)
+		clear(ss.inner.recv)
+	}
 	outcome := *ss.outcome.Load()
 	dur := time.Since(ss.start)
 	open.Dec()
@@ -150,8 +169,11 @@ func outcomeOf(err error, fallback string) string {
 	switch {
 	case errors.As(err, &sc):
 		return "closed_by_peer:" + sc.Reason
-	case errors.Is(err, errTruncated):
+	case errors.Is(err, errTruncated), errors.Is(err, stream.ErrTruncated):
 		return "truncated"
+	case errors.Is(err, stream.ErrAuthFailed), errors.Is(err, stream.ErrHeader), errors.Is(err, stream.ErrWrongKey),
+		errors.Is(err, stream.ErrTrailingData), errors.Is(err, errContext):
+		return "integrity_error"
 	case errors.Is(err, ErrUnexpectedFrame), errors.Is(err, ErrFrameTooLarge):
 		return "protocol_error"
 	case errors.Is(err, io.ErrClosedPipe), errors.Is(err, net.ErrClosed):

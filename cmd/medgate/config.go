@@ -40,6 +40,11 @@ type sidecarEnv struct {
 	OutboundPeerID string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
 	OutboundRoute  string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
 
+	Keyring        string `env:"KEYRING" help:"envelope keyring for the inner encryption layer: a keyring file ('medgate keys init'), or pkcs11:module=PATH;token=LABEL"`
+	KeyringPIN     string `env:"KEYRING_PIN" help:"PIN of the PKCS#11 token (prefer MEDGATE_KEYRING_PIN_FILE)"`
+	KeyringPINFile string `env:"KEYRING_PIN_FILE" help:"file holding the PIN of the PKCS#11 token"`
+	InnerLayer     string `env:"INNER_LAYER" envDefault:"on" help:"on: seal both directions of the routes set by variables under data keys from MEDGATE_KEYRING; off: TLS only, for peers in the same site"`
+
 	Config           string `env:"CONFIG" help:"YAML file with more inbound and outbound routes (same fields)"`
 	PolicyFile       string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents): access, posture profiles, jurisdictions, residency; replaces MEDGATE_INBOUND_ALLOW; reloaded when it changes"`
 	PostureTokenFile string `env:"POSTURE_TOKEN_FILE" help:"file holding this device's posture token (from an MDM/EDR issuer or 'medgate posture issue --refresh'); sent to peers and refreshed in band"`
@@ -66,6 +71,7 @@ type routesFile struct {
 		Upstream      string   `yaml:"upstream"`
 		Allow         []string `yaml:"allow"`
 		ProxyProtocol bool     `yaml:"proxyProtocol"`
+		InnerLayer    *bool    `yaml:"innerLayer"`
 	} `yaml:"inbound"`
 	Outbound []struct {
 		Name        string `yaml:"name"`
@@ -73,6 +79,7 @@ type routesFile struct {
 		Peer        string `yaml:"peer"`
 		PeerID      string `yaml:"peerID"`
 		RemoteRoute string `yaml:"remoteRoute"`
+		InnerLayer  *bool  `yaml:"innerLayer"`
 	} `yaml:"outbound"`
 }
 
@@ -137,7 +144,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 
 	// Routes from variables.
 	if e.InboundListen != "" || e.InboundUpstream != "" || e.InboundAllow != "" {
-		r := proxy.InboundRoute{Name: e.InboundRoute, Listen: e.InboundListen, Upstream: e.InboundUpstream, ProxyProtocol: e.InboundProxyProtocol}
+		r := proxy.InboundRoute{Name: e.InboundRoute, Listen: e.InboundListen, Upstream: e.InboundUpstream, ProxyProtocol: e.InboundProxyProtocol, DisableInnerLayer: e.InnerLayer == "off"}
 		if e.InboundListen == "" {
 			bad("INBOUND_LISTEN", "required for the inbound route")
 		} else if err := hostPort(e.InboundListen); err != nil {
@@ -162,7 +169,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		cfg.proxy.Inbound = append(cfg.proxy.Inbound, r)
 	}
 	if e.OutboundListen != "" || e.OutboundPeer != "" || e.OutboundPeerID != "" {
-		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute}
+		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute, DisableInnerLayer: e.InnerLayer == "off"}
 		if e.OutboundListen == "" {
 			bad("OUTBOUND_LISTEN", "required for the outbound route")
 		} else if err := hostPort(e.OutboundListen); err != nil {
@@ -195,6 +202,22 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		if err := readable(e.PolicyFile); err != nil {
 			bad("POLICY_FILE", "%v", err)
 		}
+	}
+	if e.InnerLayer != "on" && e.InnerLayer != "off" {
+		bad("INNER_LAYER", "%q: want on or off", e.InnerLayer)
+	}
+	needKeys := false
+	for _, r := range cfg.proxy.Inbound {
+		needKeys = needKeys || !r.DisableInnerLayer
+	}
+	for _, r := range cfg.proxy.Outbound {
+		needKeys = needKeys || !r.DisableInnerLayer
+	}
+	if needKeys && e.Keyring == "" {
+		bad("KEYRING", "required: the inner encryption layer is on (create one with 'medgate keys init', or set MEDGATE_INNER_LAYER=off where both ends sit in one site)")
+	}
+	if e.KeyringPIN != "" && e.KeyringPINFile != "" {
+		bad("KEYRING_PIN", "set together with MEDGATE_KEYRING_PIN_FILE; choose one")
 	}
 	if e.PostureTokenFile != "" && len(cfg.proxy.Outbound) == 0 {
 		bad("POSTURE_TOKEN_FILE", "set without an outbound route; only outbound routes send posture")
@@ -270,7 +293,7 @@ func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy
 		} else if len(ps) == 0 && !havePolicy {
 			errs = append(errs, fmt.Errorf("%s.allow: empty: without a policy file the route would admit nobody", at))
 		}
-		in = append(in, proxy.InboundRoute{Name: r.Name, Listen: r.Listen, Upstream: r.Upstream, Allow: ps, ProxyProtocol: r.ProxyProtocol})
+		in = append(in, proxy.InboundRoute{Name: r.Name, Listen: r.Listen, Upstream: r.Upstream, Allow: ps, ProxyProtocol: r.ProxyProtocol, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer})
 	}
 	for i, r := range rf.Outbound {
 		at := fmt.Sprintf("%s: outbound[%d]", path, i)
@@ -287,7 +310,7 @@ func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.peerID: %q: %v", at, r.PeerID, err))
 		}
-		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute})
+		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer})
 	}
 	return in, out, errors.Join(errs...)
 }

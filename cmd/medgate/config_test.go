@@ -32,6 +32,7 @@ outbound:
 		"MEDGATE_INBOUND_ALLOW":    "spiffe://lab.example/*,spiffe://eu.example/ris",
 		"MEDGATE_IDLE_TIMEOUT":     "2m",
 		"MEDGATE_CONFIG":           routes,
+		"MEDGATE_KEYRING":          filepath.Join(dir, "keyring.json"),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +58,7 @@ func TestConfigWorkloadAPIFallback(t *testing.T) {
 		"MEDGATE_OUTBOUND_LISTEN":  "127.0.0.1:1",
 		"MEDGATE_OUTBOUND_PEER":    "peer:8443",
 		"MEDGATE_OUTBOUND_PEER_ID": "spiffe://eu.example/pacs",
+		"MEDGATE_INNER_LAYER":      "off",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +85,9 @@ func TestConfigErrors(t *testing.T) {
 		{"bad patterns", map[string]string{"MEDGATE_INBOUND_LISTEN": ":1", "MEDGATE_INBOUND_UPSTREAM": "a:2", "MEDGATE_INBOUND_ALLOW": "spiffe://a/*/b,spiffe://b"},
 			[]string{"MEDGATE_INBOUND_ALLOW:", `"spiffe://a/*/b"`, `"spiffe://b"`}},
 		{"admin", map[string]string{"MEDGATE_ADMIN_ADDR": "9901"}, []string{"MEDGATE_ADMIN_ADDR:"}},
+		{"inner layer without keyring", map[string]string{"MEDGATE_OUTBOUND_LISTEN": "127.0.0.1:1", "MEDGATE_OUTBOUND_PEER": "p:1", "MEDGATE_OUTBOUND_PEER_ID": "spiffe://a/b"},
+			[]string{"MEDGATE_KEYRING: required"}},
+		{"inner layer value", map[string]string{"MEDGATE_INNER_LAYER": "maybe"}, []string{"MEDGATE_INNER_LAYER:"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/identity/devca"
 	"github.com/medgate/medgate/posture"
@@ -146,6 +147,12 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		return err
 	}
 	engine.SetPolicy(policy)
+	// The hospital's envelope keyring: both sidecars seal what they send
+	// under data keys it wraps, inside the TLS tunnel.
+	kr, err := keys.InitFile(filepath.Join(dir, "keys", "keyring.json"))
+	if err != nil {
+		return err
+	}
 	tokenFor := func(name string, diskEncrypted bool) proxy.PostureProvider {
 		return func() ([]byte, time.Time, error) {
 			now := time.Now()
@@ -177,7 +184,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	}
 	inbound, err := proxy.New(proxy.Config{Inbound: []proxy.InboundRoute{{
 		Name: "pacs", Listen: "127.0.0.1:0", Upstream: app.Addr().String(),
-	}}}, proxy.Deps{Source: sources["pacs"], Decider: engine, Log: log, Events: sink})
+	}}}, proxy.Deps{Source: sources["pacs"], Decider: engine, Log: log, Events: sink, Keyring: kr})
 	if err != nil {
 		return err
 	}
@@ -188,7 +195,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	outbound := func(name string, token proxy.PostureProvider) (*proxy.Server, error) {
 		s, err := proxy.New(proxy.Config{Outbound: []proxy.OutboundRoute{{
 			Name: "to-pacs", Listen: "127.0.0.1:0", Peer: peer, PeerID: spiffeid.RequireFromString(ids["pacs"]), RemoteRoute: "pacs",
-		}}}, proxy.Deps{Source: sources[name], Log: log, Events: sink, Posture: token})
+		}}}, proxy.Deps{Source: sources[name], Log: log, Events: sink, Posture: token, Keyring: kr})
 		if err != nil {
 			return nil, err
 		}
@@ -230,7 +237,8 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		return errors.New("demo: the PACS received different bytes than were sent")
 	}
 	say("  lab workstation -> outbound sidecar -> TLS 1.3 mTLS tunnel -> inbound sidecar -> PACS,")
-	say("    admitted on its SVID and a posture token the MDM signed for it:")
+	say("    admitted on its SVID and a posture token the MDM signed for it; inside TLS every byte")
+	say("    is sealed again with AES-256-GCM under data keys wrapped by the hospital's keyring:")
 	say("    %d MiB in %s, SHA-256 identical at both ends (%s...)", *size, took.Round(time.Millisecond), answer[:16])
 
 	// 2. Refusals: a lab laptop whose disk is not encrypted, and billing,

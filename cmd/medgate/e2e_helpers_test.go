@@ -129,8 +129,27 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// startSidecar runs the binary with env (plus admin, logs and events
-// defaults) and waits until it has started.
+// testKeyrings holds one keyring file per test: the data owner's keyring,
+// which all of the test's sidecars share.
+var testKeyrings sync.Map // *testing.T -> path
+
+func testKeyring(t *testing.T) string {
+	t.Helper()
+	if p, ok := testKeyrings.Load(t); ok {
+		return p.(string)
+	}
+	dir := filepath.Join(t.TempDir(), "keys")
+	path := filepath.Join(dir, "keyring.json")
+	if out, err := exec.Command(medgateBin, "keys", "init", "--keyring", path).CombinedOutput(); err != nil {
+		t.Fatalf("keys init: %v\n%s", err, out)
+	}
+	testKeyrings.Store(t, path)
+	t.Cleanup(func() { testKeyrings.Delete(t) })
+	return path
+}
+
+// startSidecar runs the binary with env (plus admin, logs, events and the
+// test's keyring as defaults) and waits until it has started.
 func startSidecar(t *testing.T, env map[string]string) *sidecar {
 	t.Helper()
 	s := &sidecar{t: t, logs: &syncBuffer{}, events: filepath.Join(t.TempDir(), "events.jsonl"), exited: make(chan error, 1)}
@@ -139,6 +158,7 @@ func startSidecar(t *testing.T, env map[string]string) *sidecar {
 		"MEDGATE_LOG_FORMAT": "json",
 		"MEDGATE_LOG_LEVEL":  "debug",
 		"MEDGATE_EVENT_LOG":  s.events,
+		"MEDGATE_KEYRING":    testKeyring(t),
 		"PATH":               os.Getenv("PATH"),
 	}
 	for k, v := range env {

@@ -284,6 +284,7 @@ func TestE2EBadPolicyFileNamesFileLineAndField(t *testing.T) {
 	env["MEDGATE_INBOUND_UPSTREAM"] = "127.0.0.1:1"
 	env["MEDGATE_POLICY_FILE"] = r.policy
 	env["MEDGATE_ADMIN_ADDR"] = "off"
+	env["MEDGATE_KEYRING"] = testKeyring(t)
 	out, err := runBinary(env, "sidecar")
 	if err == nil {
 		t.Fatal("sidecar started on a bad policy file")

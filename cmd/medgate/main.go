@@ -63,6 +63,9 @@ func commands() map[string]command {
 		"sidecar": {"run inbound and outbound routes (settings from MEDGATE_* variables)", runSidecar},
 		"dev-ca":  {"create a development CA and issue X.509-SVIDs without SPIRE", runDevCA},
 		"posture": {"collect device posture; a development posture issuer", runPosture},
+		"keys":    {"create, rotate, list and retire the envelope keyring's keys", runKeys},
+		"seal":    {"encrypt a file at rest in medgate's record format", runSeal},
+		"open":    {"decrypt and verify a sealed file", runOpen},
 		"demo":    {"run two sidecars, an app and a refused peer on this machine, and report", runDemo},
 		"version": {"print the version", func(_ context.Context, _ []string, _ map[string]string, stdout, _ io.Writer) error {
 			fmt.Fprintf(stdout, "medgate %s\n", version)

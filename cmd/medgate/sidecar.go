@@ -86,6 +86,13 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	defer closeEvents()
 
 	deps := proxy.Deps{Source: src, Log: log, Metrics: metrics, Events: events}
+	if cfg.env.Keyring != "" {
+		kr, err := openKeyring(cfg.env.Keyring, environ)
+		if err != nil {
+			return fmt.Errorf("MEDGATE_KEYRING: %w", err)
+		}
+		deps.Keyring = kr
+	}
 	if cfg.env.PostureTokenFile != "" {
 		deps.Posture = tokenFileProvider(cfg.env.PostureTokenFile)
 		if _, _, err := deps.Posture(); err != nil {
@@ -135,10 +142,10 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	}
 	g.Go(func() error { return srv.Run(ctx) })
 	for _, r := range cfg.proxy.Inbound {
-		log.Info("inbound route", "route", r.Name, "listen", srv.InboundAddr(r.Listen).String(), "upstream", r.Upstream, "allow", r.Allow.String())
+		log.Info("inbound route", "route", r.Name, "listen", srv.InboundAddr(r.Listen).String(), "upstream", r.Upstream, "allow", r.Allow.String(), "inner_layer", !r.DisableInnerLayer)
 	}
 	for _, r := range cfg.proxy.Outbound {
-		log.Info("outbound route", "route", r.Name, "listen", srv.OutboundAddr(r.Name).String(), "peer", r.Peer, "peer_id", r.PeerID.String())
+		log.Info("outbound route", "route", r.Name, "listen", srv.OutboundAddr(r.Name).String(), "peer", r.Peer, "peer_id", r.PeerID.String(), "inner_layer", !r.DisableInnerLayer)
 	}
 	log.Info("sidecar started", "spiffe_id", svid.ID.String(), "version", version, "admin", cfg.env.AdminAddr)
 	err = g.Wait()
