@@ -28,6 +28,12 @@ const (
 	testPIN        = "1234"
 )
 
+// These tests need cgo and SoftHSM2 (Debian package softhsm2) and run with
+//
+//	CGO_ENABLED=1 go test -tags pkcs11 -race ./crypto/keys/
+//
+// They skip when SoftHSM2 is not installed.
+
 // softHSM makes a throwaway SoftHSM2 token in a temporary directory and
 // returns the configuration to open it.
 func softHSM(t *testing.T) PKCS11Config {
