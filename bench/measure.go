@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -45,7 +46,10 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		{"go-relay-pair", func() (*config, error) { return startRelayPair(ctx, "go-relay-pair", sink.Addr(), nil, work) }},
 		{"go-tls-pair", func() (*config, error) { return startRelayPair(ctx, "go-tls-pair", sink.Addr(), pki, work) }},
 		{"medgate-tcp", func() (*config, error) {
-			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, nil)
+			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, []string{"MEDGATE_INNER_LAYER=off"})
+		}},
+		{"medgate-inner", func() (*config, error) {
+			return startMedgatePair(ctx, o.bin, "medgate-inner", sink.Addr(), pki, work, []string{"MEDGATE_INNER_LAYER=on", "MEDGATE_KEYRING=" + pki.keyring})
 		}},
 	}
 	var configs []*config
@@ -61,7 +65,13 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		}
 		if err := waitReady(c.entry); err != nil {
 			c.stop()
-			return nil, fmt.Errorf("%s: not ready: %w", s.name, err)
+			logs, _ := filepath.Glob(filepath.Join(work, s.name+"-*.log"))
+			var tail strings.Builder
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				fmt.Fprintf(&tail, "\n--- %s\n%s", filepath.Base(l), b[max(0, len(b)-2000):])
+			}
+			return nil, fmt.Errorf("%s: not ready: %w%s", s.name, err, tail.String())
 		}
 		defer c.stop()
 		configs = append(configs, c)
@@ -133,6 +143,9 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		res.Ratios = append(res.Ratios, Ratio{Name: name, Figure: figure, Of: of, Against: against, Value: v, Target: target, HigherOK: higher, Pass: pass})
 	}
 	ratio("throughput medgate-tcp / go-tls-pair", "throughput", "medgate-tcp", "go-tls-pair", 1.2, true)
+	ratio("throughput medgate-inner / go-tls-pair", "throughput", "medgate-inner", "go-tls-pair", 1.0, true)
+	ratio("throughput medgate-inner / medgate-tcp", "throughput", "medgate-inner", "medgate-tcp", 0.8, true)
+	ratio("cpu per GiB medgate-inner / go-tls-pair", "cpu_per_gib", "medgate-inner", "go-tls-pair", 1.0, false)
 	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
 	ratio("rr p99 medgate-tcp / go-tls-pair", "rr_p99", "medgate-tcp", "go-tls-pair", 1.0, false)
 	ratio("cpu per GiB medgate-tcp / go-tls-pair", "cpu_per_gib", "medgate-tcp", "go-tls-pair", 1.0, false)

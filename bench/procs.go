@@ -16,6 +16,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity/devca"
 )
 
@@ -23,6 +24,7 @@ import (
 // all TLS configurations use the same certificates.
 type benchPKI struct {
 	client, server, bundle string // directories / bundle file
+	keyring                string // shared envelope keyring file
 }
 
 func newBenchPKI(dir string) (*benchPKI, error) {
@@ -30,7 +32,11 @@ func newBenchPKI(dir string) (*benchPKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &benchPKI{client: filepath.Join(dir, "client"), server: filepath.Join(dir, "server"), bundle: filepath.Join(dir, "ca", devca.CACertFile)}
+	p := &benchPKI{client: filepath.Join(dir, "client"), server: filepath.Join(dir, "server"), bundle: filepath.Join(dir, "ca", devca.CACertFile),
+		keyring: filepath.Join(dir, "keys", "keyring.json")}
+	if _, err := keys.InitFile(p.keyring); err != nil {
+		return nil, err
+	}
 	for id, out := range map[string]string{"spiffe://bench.example/client": p.client, "spiffe://bench.example/server": p.server} {
 		svid, err := ca.Issue(spiffeid.RequireFromString(id), 24*time.Hour)
 		if err != nil {
