@@ -648,3 +648,44 @@ func TestNoAllocsPerSegment(t *testing.T) {
 		t.Errorf("Reader: %.1f allocations per segment, want 0", allocs)
 	}
 }
+
+// ReadFrom sends the header before src has data, and each chunk as soon as
+// src yields it.
+func TestReadFromDeliversAtOnce(t *testing.T) {
+	srcR, srcW := io.Pipe()
+	dstR, dstW := io.Pipe()
+	w, err := NewWriter(dstW, testKey, testHeader(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.ReadFrom(srcR)
+		if err == nil {
+			err = w.Close()
+		}
+		dstW.CloseWithError(err)
+		done <- err
+	}()
+	r, err := NewReader(dstR, UseKey(testKey))
+	if err != nil {
+		t.Fatalf("header before any data: %v", err)
+	}
+	buf := make([]byte, 64)
+	for _, msg := range []string{"A-ASSOCIATE-RQ", "P-DATA"} {
+		if _, err := srcW.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := r.Read(buf)
+		if err != nil || string(buf[:n]) != msg {
+			t.Fatalf("Read: %q, %v; want %q", buf[:n], err, msg)
+		}
+	}
+	srcW.Close()
+	if n, err := r.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("after src ended: %d, %v; want 0, io.EOF", n, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

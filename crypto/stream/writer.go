@@ -113,14 +113,21 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// ReadFrom reads src until io.EOF and seals what it reads. Unlike Write, it
-// seals and writes whatever each Read of src returns without waiting to
-// fill a segment, so io.Copy from a connection never holds data back; a
-// source that fills the buffer (a file) still yields whole segments. It
-// does not end the stream: call Close after it. An error from src is
-// returned as is and leaves the Writer usable.
+// ReadFrom reads src until io.EOF and seals what it reads. It writes the
+// header before it first reads src, so the peer can check the key before
+// any data flows. Unlike Write, it seals and writes whatever each Read of
+// src returns without waiting to fill a segment, so io.Copy from a
+// connection never holds data back; a source that fills the buffer (a
+// file) still yields whole segments. It does not end the stream: call
+// Close after it. An error from src is returned as is and leaves the
+// Writer usable.
 func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 	var total int64
+	if w.err == nil {
+		if err := w.writeHeader(); err != nil {
+			return 0, err
+		}
+	}
 	for {
 		if w.err != nil {
 			return total, w.err
