@@ -17,6 +17,10 @@ help: ## list the targets
 build: ## build the static binary into bin/medgate
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/medgate
 
+.PHONY: build-hsm
+build-hsm: ## build bin/medgate-hsm with PKCS#11 support (cgo, links the HSM's library at run time)
+	CGO_ENABLED=1 $(GO) build -trimpath -tags pkcs11 -ldflags '$(LDFLAGS)' -o bin/medgate-hsm ./cmd/medgate
+
 .PHONY: demo
 demo: build ## run the main job on this machine: two sidecars, an app, a refused peer
 	./$(BIN) demo
@@ -26,7 +30,8 @@ test: vet ## run the whole suite (unit, fuzz seeds, FIPS mode, HSM, end to end) 
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 	GODEBUG=fips140=only $(GO) test -count=1 ./crypto/...
 	@if [ -e /usr/lib/softhsm/libsofthsm2.so ]; then \
-		CGO_ENABLED=1 $(GO) test -race -count=1 -tags pkcs11 ./crypto/keys/...; \
+		CGO_ENABLED=1 $(GO) test -race -count=1 -tags pkcs11 ./crypto/keys/... && \
+		CGO_ENABLED=1 $(GO) test -count=1 -tags pkcs11 -run PKCS11 ./cmd/medgate; \
 	else echo "SKIP PKCS#11 tests: SoftHSM2 is not installed (apt-get install softhsm2)"; fi
 
 .PHONY: vet

@@ -27,8 +27,12 @@ import (
 	"github.com/medgate/medgate/identity/devca"
 )
 
-// medgateBin is the binary under test, built once by TestMain.
-var medgateBin string
+// medgateBin is the binary under test, built once by TestMain with
+// buildFlags.
+var (
+	medgateBin string
+	buildFlags []string
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "medgate-bin")
@@ -36,7 +40,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	medgateBin = filepath.Join(dir, "medgate")
-	out, err := exec.Command("go", "build", "-o", medgateBin, ".").CombinedOutput()
+	out, err := exec.Command("go", append(append([]string{"build"}, buildFlags...), "-o", medgateBin, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build medgate: %v\n%s", err, out)
 		os.Exit(1)
