@@ -239,3 +239,27 @@ func rssKiB(pids []int) int64 {
 	}
 	return total
 }
+
+// connRate opens n connections through entry one after another, each
+// carrying one byte each way, and returns connections per second.
+func connRate(entry string, n int) (float64, error) {
+	start := time.Now()
+	b := []byte{'R', 'x'}
+	for range n {
+		c, err := net.DialTimeout("tcp", entry, 5*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(b); err != nil {
+			c.Close()
+			return 0, err
+		}
+		if _, err := io.ReadFull(c, b[1:]); err != nil {
+			c.Close()
+			return 0, fmt.Errorf("no echo: %w", err)
+		}
+		c.Close()
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

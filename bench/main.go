@@ -44,6 +44,7 @@ type options struct {
 	bulk     int64
 	rr       int
 	idle     int
+	conns    int
 	check    string
 	only     string
 	duration time.Duration
@@ -58,6 +59,7 @@ func run(args []string, stdout io.Writer) error {
 	bulkMiB := fs.Int("bulk-mib", 1024, "MiB per bulk throughput run")
 	fs.IntVar(&o.rr, "rr", 2000, "100-byte round trips per latency run")
 	fs.IntVar(&o.idle, "idle", 2000, "idle proxied connections for the memory figure")
+	fs.IntVar(&o.conns, "conns", 300, "new connections per connection-rate run")
 	fs.StringVar(&o.check, "check", "", "only check the ratios in this results file against their targets")
 	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this")
 	fs.DurationVar(&o.duration, "max", 20*time.Minute, "stop after this long in all")
@@ -169,6 +171,10 @@ func printRatios(res *Results, w io.Writer) {
 		if !r.HigherOK {
 			cmp = "<="
 		}
-		fmt.Fprintf(w, "  %-44s %6.2f  (target %s %.2f)  %s\n", r.Name, r.Value, cmp, r.Target, verdict)
+		target := fmt.Sprintf("target %s %.2f", cmp, r.Target)
+		if r.Target == 0 {
+			target, verdict = "no target", ""
+		}
+		fmt.Fprintf(w, "  %-48s %6.2f  (%s)  %s\n", r.Name, r.Value, target, verdict)
 	}
 }

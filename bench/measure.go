@@ -46,10 +46,19 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		{"go-relay-pair", func() (*config, error) { return startRelayPair(ctx, "go-relay-pair", sink.Addr(), nil, work) }},
 		{"go-tls-pair", func() (*config, error) { return startRelayPair(ctx, "go-tls-pair", sink.Addr(), pki, work) }},
 		{"medgate-tcp", func() (*config, error) {
-			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, []string{"MEDGATE_INNER_LAYER=off"})
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
 		}},
 		{"medgate-inner", func() (*config, error) {
-			return startMedgatePair(ctx, o.bin, "medgate-inner", sink.Addr(), pki, work, []string{"MEDGATE_INNER_LAYER=on", "MEDGATE_KEYRING=" + pki.keyring})
+			env := []string{"MEDGATE_INNER_LAYER=on", "MEDGATE_KEYRING=" + pki.keyring}
+			return startMedgatePair(ctx, o.bin, "medgate-inner", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
+		}},
+		{"medgate-posture", func() (*config, error) {
+			// TLS only, admission on a policy with a posture profile: the
+			// peer's signed token is verified at every new session.
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.bin, "medgate-posture", sink.Addr(), pki, work,
+				append(env, "MEDGATE_POLICY_FILE="+pki.policy), append(env, "MEDGATE_POSTURE_TOKEN_FILE="+pki.token))
 		}},
 	}
 	var configs []*config
@@ -77,7 +86,7 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		configs = append(configs, c)
 	}
 
-	type series struct{ tput, cpu, p50, p99 []float64 }
+	type series struct{ tput, cpu, p50, p99, rate []float64 }
 	data := map[string]*series{}
 	for _, c := range configs {
 		data[c.name] = &series{}
@@ -104,6 +113,13 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 			}
 			s.p50 = append(s.p50, percentile(lat, 0.50))
 			s.p99 = append(s.p99, percentile(lat, 0.99))
+			if c.name != "direct" {
+				rate, err := connRate(c.entry, o.conns)
+				if err != nil {
+					return nil, fmt.Errorf("%s connection rate: %w", c.name, err)
+				}
+				s.rate = append(s.rate, rate)
+			}
 			fmt.Fprintf(stdout, "round %d %-14s %8.0f MB/s  p50 %6.1f µs  p99 %6.1f µs\n", round, c.name, s.tput[len(s.tput)-1], s.p50[len(s.p50)-1], s.p99[len(s.p99)-1])
 		}
 	}
@@ -115,7 +131,23 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		if len(s.cpu) > 0 {
 			res.Figures["cpu_per_gib"] = append(res.Figures["cpu_per_gib"], summarize(c.name, "CPU s/GiB", s.cpu))
 		}
+		if len(s.rate) > 0 {
+			res.Figures["new_conns_per_s"] = append(res.Figures["new_conns_per_s"], summarize(c.name, "connections/s", s.rate))
+		}
 	}
+	// The record format against raw AES-256-GCM, one core, interleaved.
+	var seal, open, rawSeal, rawOpen []float64
+	for range o.rounds {
+		a, b, c, d, err := cryptoRound(time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("crypto: %w", err)
+		}
+		seal, open, rawSeal, rawOpen = append(seal, a), append(open, b), append(rawSeal, c), append(rawOpen, d)
+	}
+	fmt.Fprintf(stdout, "crypto seal %.0f MB/s (raw %.0f), open %.0f MB/s (raw %.0f), one core, median\n",
+		summarize("", "", seal).Median, summarize("", "", rawSeal).Median, summarize("", "", open).Median, summarize("", "", rawOpen).Median)
+	res.Figures["crypto_mbps"] = []Figure{summarize("stream-seal", "MB/s", seal), summarize("raw-gcm-seal", "MB/s", rawSeal),
+		summarize("stream-open", "MB/s", open), summarize("raw-gcm-open", "MB/s", rawOpen)}
 	// Memory per idle proxied connection, one configuration at a time.
 	for _, c := range configs {
 		if len(c.pids) == 0 || o.idle == 0 {
@@ -147,6 +179,10 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 	ratio("throughput medgate-inner / medgate-tcp", "throughput", "medgate-inner", "medgate-tcp", 0.8, true)
 	ratio("cpu per GiB medgate-inner / go-tls-pair", "cpu_per_gib", "medgate-inner", "go-tls-pair", 1.0, false)
 	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
+	ratio("new conns/s medgate-tcp / go-tls-pair", "new_conns_per_s", "medgate-tcp", "go-tls-pair", 1.0, true)
+	ratio("new conns/s admission with posture / without", "new_conns_per_s", "medgate-posture", "medgate-tcp", 0, true)
+	ratio("seal / raw AES-256-GCM seal (one core)", "crypto_mbps", "stream-seal", "raw-gcm-seal", 0.85, true)
+	ratio("open / raw AES-256-GCM open (one core)", "crypto_mbps", "stream-open", "raw-gcm-open", 0.85, true)
 	ratio("rr p99 medgate-tcp / go-tls-pair", "rr_p99", "medgate-tcp", "go-tls-pair", 1.0, false)
 	ratio("cpu per GiB medgate-tcp / go-tls-pair", "cpu_per_gib", "medgate-tcp", "go-tls-pair", 1.0, false)
 	ratio("idle KiB/conn medgate-tcp / go-tls-pair", "idle_kib_per_conn", "medgate-tcp", "go-tls-pair", 1.0, false)

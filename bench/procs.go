@@ -2,8 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,10 +19,12 @@ import (
 	"path/filepath"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity/devca"
+	"github.com/medgate/medgate/posture"
 )
 
 // benchPKI holds ECDSA P-256 SVIDs for the two ends of every TLS pair, so
@@ -25,6 +32,75 @@ import (
 type benchPKI struct {
 	client, server, bundle string // directories / bundle file
 	keyring                string // shared envelope keyring file
+	policy, token          string // a policy with a posture profile, and the client's token
+}
+
+const benchPolicy = `apiVersion: medgate.io/v1
+kind: Jurisdictions
+metadata: {name: bench}
+spec:
+  codes: [EU]
+  bindings: [{id: "spiffe://bench.example/*", jurisdiction: EU}]
+---
+apiVersion: medgate.io/v1
+kind: ResidencyRules
+metadata: {name: bench}
+spec:
+  rules: [{dataClass: records, from: EU, to: EU, action: allow}]
+---
+apiVersion: medgate.io/v1
+kind: PostureProfile
+metadata: {name: workstation}
+spec:
+  issuers: [{name: bench-mdm, jwks: '%s'}]
+  minOSVersion: {debian: "12"}
+  requireDiskEncryption: true
+  maxPatchAge: 30d
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: default}
+spec:
+  dataClass: records
+  allow: ["spiffe://bench.example/client"]
+  postureProfile: workstation
+`
+
+// writePosture writes the policy and a one-hour token for the client.
+func (p *benchPKI) writePosture(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	signer, err := posture.NewSigner(key, "bench-1")
+	if err != nil {
+		return err
+	}
+	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{signer.PublicJWK()}})
+	p.policy = filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(p.policy, []byte(fmt.Sprintf(benchPolicy, jwks)), 0o600); err != nil {
+		return err
+	}
+	leafPEM, err := os.ReadFile(filepath.Join(p.client, devca.SVIDFile))
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(leafPEM)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return err
+	}
+	yes, now := true, time.Now()
+	token, err := posture.Issue(signer, posture.Claims{
+		Issuer: "bench-mdm", Subject: spiffeid.RequireFromString("spiffe://bench.example/client"), DeviceID: "bench-client",
+		OS: &posture.OSInfo{Name: "debian", Version: "12"}, DiskEncrypted: &yes, LastPatch: now.Add(-time.Hour),
+		IssuedAt: now, Expiry: now.Add(time.Hour), SPKIHash: posture.SPKIHash(leaf),
+	})
+	if err != nil {
+		return err
+	}
+	p.token = filepath.Join(dir, "token.jws")
+	return os.WriteFile(p.token, token, 0o600)
 }
 
 func newBenchPKI(dir string) (*benchPKI, error) {
@@ -46,7 +122,7 @@ func newBenchPKI(dir string) (*benchPKI, error) {
 			return nil, err
 		}
 	}
-	return p, nil
+	return p, p.writePosture(dir)
 }
 
 func freePort() (string, error) {
@@ -206,7 +282,7 @@ func runRelay(args []string) error {
 }
 
 // startMedgatePair runs an outbound and an inbound medgate sidecar.
-func startMedgatePair(ctx context.Context, bin, name, sink string, pki *benchPKI, work string, extra []string) (*config, error) {
+func startMedgatePair(ctx context.Context, bin, name, sink string, pki *benchPKI, work string, inExtra, outExtra []string) (*config, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("medgate binary: %w (run make build)", err)
 	}
@@ -223,14 +299,14 @@ func startMedgatePair(ctx context.Context, bin, name, sink string, pki *benchPKI
 		return []string{"MEDGATE_SVID_CERT=" + filepath.Join(dir, devca.SVIDFile), "MEDGATE_SVID_KEY=" + filepath.Join(dir, devca.KeyFile)}
 	}
 	inEnv := append(append(append([]string{}, common...), ids(pki.server)...),
-		"MEDGATE_INBOUND_LISTEN="+inAddr, "MEDGATE_INBOUND_UPSTREAM="+sink, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client")
+		"MEDGATE_INBOUND_LISTEN="+inAddr, "MEDGATE_INBOUND_UPSTREAM="+sink)
 	outEnv := append(append(append([]string{}, common...), ids(pki.client)...),
 		"MEDGATE_OUTBOUND_LISTEN="+outAddr, "MEDGATE_OUTBOUND_PEER="+inAddr, "MEDGATE_OUTBOUND_PEER_ID=spiffe://bench.example/server")
-	in, err := startProc(ctx, filepath.Join(work, name+"-in.log"), bin, append(inEnv, extra...), "sidecar")
+	in, err := startProc(ctx, filepath.Join(work, name+"-in.log"), bin, append(inEnv, inExtra...), "sidecar")
 	if err != nil {
 		return nil, err
 	}
-	out, err := startProc(ctx, filepath.Join(work, name+"-out.log"), bin, append(outEnv, extra...), "sidecar")
+	out, err := startProc(ctx, filepath.Join(work, name+"-out.log"), bin, append(outEnv, outExtra...), "sidecar")
 	if err != nil {
 		stopAll(in)()
 		return nil, err
