@@ -83,7 +83,7 @@ func pumpSealed(tun io.Writer, src io.Reader, k *innerKeys, activity func(int)) 
 // openSealed returns a reader of the peer's plaintext from its sealed
 // stream in fr, after checking the stream's context. It blocks until the
 // peer's stream header arrives.
-func openSealed(fr io.Reader, k *innerKeys) (io.Reader, error) {
+func openSealed(fr io.Reader, k *innerKeys) (*stream.Reader, error) {
 	r, err := stream.NewReader(fr, stream.UseKey(k.recv))
 	if err != nil {
 		return nil, err
@@ -102,6 +102,19 @@ type countingReader struct {
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
+	if n > 0 {
+		c.activity(n)
+	}
+	return n, err
+}
+
+type countingWriter struct {
+	w        io.Writer
+	activity func(int)
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
 	if n > 0 {
 		c.activity(n)
 	}

@@ -116,12 +116,15 @@ func (s *Server) runSession(ss *session) {
 			ss.abort(outcomeOf(upErr, "app_error"))
 		}
 	}()
-	var src io.Reader = fr
 	if ss.inner != nil {
-		src, downErr = openSealed(fr, ss.inner)
-	}
-	if downErr == nil {
-		fromPeer, downErr = pump(ss.app, src, activity)
+		// The record reader writes each opened segment straight to the
+		// app, without a copy through a pump buffer.
+		var sr io.WriterTo
+		if sr, downErr = openSealed(fr, ss.inner); downErr == nil {
+			fromPeer, downErr = sr.WriteTo(&countingWriter{w: ss.app, activity: activity})
+		}
+	} else {
+		fromPeer, downErr = pump(ss.app, fr, activity)
 	}
 	if downErr != nil {
 		ss.abort(outcomeOf(downErr, "tunnel_error"))
