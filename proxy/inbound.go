@@ -50,7 +50,16 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		return
 	}
 	s.m.Handshakes.WithLabelValues("accept", "ok").Inc()
-	cs := tc.ConnectionState()
+	s.setupInbound(ctx, tcpTunnel{tc}, tc.ConnectionState(), raw.RemoteAddr(), raw.LocalAddr(), connID, start, routes, func() { s.pending.remove(elem) })
+}
+
+// setupInbound reads the hello on an authenticated tunnel, decides, and
+// answers admit or deny; an admitted session is proxied to the route's
+// upstream until it ends. It owns tun. admitted runs once the session is
+// admitted.
+func (s *Server) setupInbound(ctx context.Context, tc tunnel, cs tls.ConnectionState, remote, local net.Addr, connID uint64, start time.Time, routes map[string]*InboundRoute, admitted func()) {
+	ev := Event{Kind: "admission", Direction: "inbound", PeerAddr: remote.String()}
+	tc.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
 	peerID, _ := identity.PeerID(cs)
 	ev.PeerID = peerID.String()
 
@@ -141,7 +150,7 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		return
 	}
 	if route.ProxyProtocol {
-		h, err := proxyHeader(raw.RemoteAddr(), raw.LocalAddr(), peerID.String())
+		h, err := proxyHeader(remote, local, peerID.String())
 		if err == nil {
 			_, err = app.Write(h)
 		}
@@ -156,12 +165,12 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		tc.Close()
 		return
 	}
-	raw.SetDeadline(time.Time{})
+	tc.SetDeadline(time.Time{})
 	s.m.Admissions.WithLabelValues(route.Name, dec.Verdict.String(), ev.Reasons[0]).Inc()
 	s.m.HandshakeTime.Observe(time.Since(start).Seconds())
 	ev.Time, ev.Outcome = s.now(), "admitted"
 	s.events(ev)
-	s.pending.remove(elem)
+	admitted()
 	s.runSession(&session{
 		s: s, app: app, tun: tc, route: route.Name, direction: "inbound",
 		id: hello.Session, connID: connID, peerID: peerID.String(), start: start,

@@ -15,6 +15,10 @@ type Metrics struct {
 	ConnDuration   *prometheus.HistogramVec
 	HandshakeTime  prometheus.Histogram
 	CapacityRefuse *prometheus.CounterVec
+	QUICConns      prometheus.Gauge
+	QUICStreams    *prometheus.CounterVec
+	QUICPackets    *prometheus.CounterVec
+	QUICRTT        prometheus.Histogram
 }
 
 // NewMetrics creates the collectors and registers them with reg when reg
@@ -35,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"route", "flow"}),
 		Handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "medgate_tls_handshakes_total",
-			Help: "TLS handshakes by side (accept, dial) and result (ok or the refusal reason).",
+			Help: "TLS handshakes by side (accept, dial, accept_quic, dial_quic) and result (ok or the refusal reason).",
 		}, []string{"side", "result"}),
 		Admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "medgate_admissions_total",
@@ -55,9 +59,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "medgate_capacity_refusals_total",
 			Help: "Connections closed for capacity: sessions at the limit, or a pending handshake evicted by newer ones.",
 		}, []string{"kind"}),
+		QUICConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "medgate_quic_connections_open",
+			Help: "QUIC connections open now, to and from other sidecars.",
+		}),
+		QUICStreams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "medgate_quic_streams_total",
+			Help: "QUIC streams (one per proxied connection), by side (open, accept).",
+		}, []string{"side"}),
+		QUICPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "medgate_quic_packets_total",
+			Help: "QUIC packets by kind (sent, received, lost), as quic-go counts them.",
+		}, []string{"kind"}),
+		QUICRTT: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "medgate_quic_smoothed_rtt_seconds",
+			Help:    "Smoothed RTT of live QUIC connections, sampled every 5s.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.ConnsOpen, m.ConnsTotal, m.Bytes, m.Handshakes, m.Admissions, m.ConnDuration, m.HandshakeTime, m.CapacityRefuse)
+		reg.MustRegister(m.ConnsOpen, m.ConnsTotal, m.Bytes, m.Handshakes, m.Admissions, m.ConnDuration, m.HandshakeTime, m.CapacityRefuse,
+			m.QUICConns, m.QUICStreams, m.QUICPackets, m.QUICRTT)
 	}
 	return m
 }

@@ -2,14 +2,12 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/medgate/medgate/crypto/stream"
-	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
 )
 
@@ -47,22 +45,18 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 		abort(app)
 		return
 	}
-	d := net.Dialer{Timeout: s.cfg.ConnectTimeout}
-	raw, err := d.DialContext(ctx, "tcp", r.Peer)
+	tc, err := s.dialTunnel(ctx, r, start)
 	if err != nil {
-		fail("peer_unreachable", err)
+		var de *dialError
+		reason := "peer_unreachable"
+		if errors.As(err, &de) {
+			reason = de.reason
+		}
+		fail(reason, err)
 		return
 	}
-	raw.SetDeadline(start.Add(s.cfg.ConnectTimeout + s.cfg.HandshakeTimeout))
-	tc := tls.Client(raw, identity.ClientConfig(s.src, identity.AllowID(r.PeerID), s.now))
-	if err := tc.HandshakeContext(ctx); err != nil {
-		reason := identity.Classify(err)
-		s.m.Handshakes.WithLabelValues("dial", string(reason)).Inc()
-		raw.Close()
-		fail(string(reason), err)
-		return
-	}
-	s.m.Handshakes.WithLabelValues("dial", "ok").Inc()
+	log = log.With("transport", tc.Transport())
+	tc.SetDeadline(start.Add(s.cfg.ConnectTimeout + s.cfg.HandshakeTimeout))
 	hello := Hello{Version: ProtocolVersion, Route: r.RemoteRoute, Session: sessionID}
 	var inner *innerKeys
 	if !r.DisableInnerLayer {
@@ -128,7 +122,7 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 			return
 		}
 	}
-	raw.SetDeadline(time.Time{})
+	tc.SetDeadline(time.Time{})
 	s.m.Admissions.WithLabelValues(r.Name, admit.Verdict, "admitted").Inc()
 	s.m.HandshakeTime.Observe(time.Since(start).Seconds())
 	ev.Time, ev.Verdict, ev.Profile, ev.PolicyVersion, ev.Outcome = s.now(), admit.Verdict, admit.Profile, admit.PolicyVersion, "admitted"

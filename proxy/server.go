@@ -61,6 +61,9 @@ type OutboundRoute struct {
 	// DisableInnerLayer sends without the inner layer; the peer's route
 	// must allow that. By default (false) the session is sealed.
 	DisableInnerLayer bool
+	// Transport is tcp (the default when empty), quic, or auto: try QUIC,
+	// fall back to TCP when UDP does not get through.
+	Transport string
 }
 
 // Config holds the data path's settings. Zero values mean the defaults
@@ -88,6 +91,15 @@ type Config struct {
 	// EvictAfter is how long a pending handshake is protected from
 	// eviction. Default 250ms.
 	EvictAfter time.Duration
+	// DisableQUIC keeps inbound listeners to TCP. By default each one also
+	// listens for QUIC on UDP at the same port number.
+	DisableQUIC bool
+	// QUICProbeTimeout bounds an auto route's QUIC attempt before it falls
+	// back to TCP. Default 2s.
+	QUICProbeTimeout time.Duration
+	// FallbackFor is how long an auto route keeps to TCP after QUIC did
+	// not get through to a peer. Default 5m.
+	FallbackFor time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +119,8 @@ func (c *Config) setDefaults() {
 		c.MaxPendingHandshakes = 1024
 	}
 	def(&c.EvictAfter, 250*time.Millisecond)
+	def(&c.QUICProbeTimeout, 2*time.Second)
+	def(&c.FallbackFor, 5*time.Minute)
 	for i := range c.Outbound {
 		if c.Outbound[i].RemoteRoute == "" {
 			c.Outbound[i].RemoteRoute = "default"
@@ -159,6 +173,12 @@ type Server struct {
 	pending   pendingSet
 	connSeq   atomic.Uint64
 	active    atomic.Int64
+
+	quicListeners map[string]*quicListener // by inbound listen address
+	quicLoops     sync.WaitGroup           // per-connection stream loops
+	quic          quicPool
+	quicConns     quicConnSet
+	fallback      fallbacks
 }
 
 // New validates cfg and returns a Server.
@@ -195,6 +215,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.quic.s, s.quicConns.s = s, s
+	s.quicListeners = map[string]*quicListener{}
 	s.pending.max = cfg.MaxPendingHandshakes
 	s.pending.minAge = cfg.EvictAfter
 	allow := AllowList{}
@@ -225,6 +247,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		if !r.DisableInnerLayer && deps.Keyring == nil {
 			errs = append(errs, fmt.Errorf("proxy: outbound route %q: the inner encryption layer needs a keyring (or disable it for the route)", r.Name))
+		}
+		if err := validTransport(r.Transport); err != nil {
+			errs = append(errs, fmt.Errorf("proxy: outbound route %q: %w", r.Name, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -272,6 +297,14 @@ func (s *Server) Listen() error {
 			continue
 		}
 		s.listeners["in:"+addr] = ln
+		if !s.cfg.DisableQUIC {
+			ql, err := s.listenQUIC(ln.Addr())
+			if err != nil {
+				errs = append(errs, fmt.Errorf("proxy: inbound listen %s: QUIC on UDP port %d: %w", addr, ln.Addr().(*net.TCPAddr).Port, err))
+				continue
+			}
+			s.quicListeners[addr] = ql
+		}
 	}
 	for _, r := range s.cfg.Outbound {
 		ln, err := net.Listen("tcp", r.Listen)
@@ -289,7 +322,22 @@ func (s *Server) Listen() error {
 			ln.Close()
 			delete(s.listeners, k)
 		}
+		for k, ql := range s.quicListeners {
+			ql.shutdown()
+			delete(s.quicListeners, k)
+		}
 		return err
+	}
+	return nil
+}
+
+// QUICAddr returns the bound UDP address of the QUIC listener beside the
+// inbound listener configured as listen, or nil.
+func (s *Server) QUICAddr(listen string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ql, ok := s.quicListeners[listen]; ok {
+		return ql.Addr()
 	}
 	return nil
 }
@@ -334,7 +382,30 @@ func (s *Server) Run(ctx context.Context) error {
 			s.acceptLoop(ctx, ln, func(c net.Conn) { s.serveOutbound(ctx, c, r) })
 		}()
 	}
+	// Streams of QUIC connections keep serving while sessions drain, so
+	// they stop on their own context, which outlives ctx by the drain.
+	quicCtx, stopQUIC := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopQUIC()
+	for addr, ql := range s.quicListeners {
+		accepting.Add(1)
+		go func() {
+			defer accepting.Done()
+			s.serveQUIC(quicCtx, ql, s.inbound[addr])
+		}()
+	}
 	s.mu.Unlock()
+	sampler := time.NewTicker(5 * time.Second)
+	defer sampler.Stop()
+	go func() {
+		for {
+			select {
+			case <-quicCtx.Done():
+				return
+			case <-sampler.C:
+				s.quicConns.sample()
+			}
+		}
+	}()
 
 	<-ctx.Done()
 	s.mu.Lock()
@@ -342,9 +413,21 @@ func (s *Server) Run(ctx context.Context) error {
 	for _, ln := range s.listeners {
 		ln.Close()
 	}
+	for _, ql := range s.quicListeners {
+		ql.Close() // new QUIC connections stop; live ones keep their streams
+	}
 	s.mu.Unlock()
-	accepting.Wait()
 	s.pending.closeAll()
+	accepting.Wait()
+	defer func() {
+		stopQUIC()
+		s.quic.closeAll()
+		s.quicConns.closeAll()
+		s.quicLoops.Wait()
+		for _, ql := range s.quicListeners {
+			ql.shutdown()
+		}
+	}()
 
 	n := s.active.Load()
 	if n > 0 {
@@ -392,12 +475,28 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, serve func(net
 			continue
 		}
 		delay = 0
-		s.wg.Add(1)
+		if !s.track() {
+			c.Close()
+			continue
+		}
 		go func() {
 			defer s.wg.Done()
 			serve(c)
 		}()
 	}
+}
+
+// track counts a connection about to be served, unless the server is
+// draining: then it returns false and the caller turns the connection away.
+// Every tracked goroutine calls s.wg.Done when it ends.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 func newSessionID() string {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -19,7 +18,7 @@ import (
 type session struct {
 	s         *Server
 	app       net.Conn
-	tun       *tls.Conn
+	tun       tunnel
 	route     string
 	direction string
 	id        string
@@ -46,7 +45,7 @@ func (ss *session) abort(outcome string) {
 	ss.outcome.CompareAndSwap(nil, &outcome)
 	ss.closeOnce.Do(func() {
 		abort(ss.app)
-		ss.tun.NetConn().Close()
+		ss.tun.Abort()
 	})
 }
 

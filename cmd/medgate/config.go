@@ -35,10 +35,12 @@ type sidecarEnv struct {
 	InboundAllow         string `env:"INBOUND_ALLOW" help:"SPIFFE IDs admitted when no policy is configured: spiffe://td/path, spiffe://td/* or spiffe://td/path/*, comma-separated"`
 	InboundProxyProtocol bool   `env:"INBOUND_PROXY_PROTOCOL" envDefault:"false" help:"send a PROXY protocol v2 header with the peer's SPIFFE ID (TLV 0xE0) to the app"`
 
-	OutboundListen string `env:"OUTBOUND_LISTEN" help:"loopback host:port the local app connects to"`
-	OutboundPeer   string `env:"OUTBOUND_PEER" help:"host:port of the remote sidecar"`
-	OutboundPeerID string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
-	OutboundRoute  string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
+	OutboundListen    string `env:"OUTBOUND_LISTEN" help:"loopback host:port the local app connects to"`
+	OutboundPeer      string `env:"OUTBOUND_PEER" help:"host:port of the remote sidecar"`
+	OutboundPeerID    string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
+	OutboundRoute     string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
+	OutboundTransport string `env:"OUTBOUND_TRANSPORT" envDefault:"tcp" help:"tcp, quic (one QUIC connection per remote sidecar, a stream per proxied connection) or auto (QUIC, falling back to TCP while UDP is blocked)"`
+	InboundQUIC       string `env:"INBOUND_QUIC" envDefault:"on" help:"on: inbound listeners also accept QUIC on UDP at the same port number; off: TCP only"`
 
 	Keyring        string `env:"KEYRING" help:"envelope keyring for the inner encryption layer: a keyring file ('medgate keys init'), or pkcs11:module=PATH;token=LABEL"`
 	KeyringPIN     string `env:"KEYRING_PIN" help:"PIN of the PKCS#11 token (prefer MEDGATE_KEYRING_PIN_FILE)"`
@@ -80,6 +82,7 @@ type routesFile struct {
 		PeerID      string `yaml:"peerID"`
 		RemoteRoute string `yaml:"remoteRoute"`
 		InnerLayer  *bool  `yaml:"innerLayer"`
+		Transport   string `yaml:"transport"`
 	} `yaml:"outbound"`
 }
 
@@ -169,7 +172,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		cfg.proxy.Inbound = append(cfg.proxy.Inbound, r)
 	}
 	if e.OutboundListen != "" || e.OutboundPeer != "" || e.OutboundPeerID != "" {
-		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute, DisableInnerLayer: e.InnerLayer == "off"}
+		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute, DisableInnerLayer: e.InnerLayer == "off", Transport: e.OutboundTransport}
 		if e.OutboundListen == "" {
 			bad("OUTBOUND_LISTEN", "required for the outbound route")
 		} else if err := hostPort(e.OutboundListen); err != nil {
@@ -202,6 +205,12 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		if err := readable(e.PolicyFile); err != nil {
 			bad("POLICY_FILE", "%v", err)
 		}
+	}
+	if !validTransport(e.OutboundTransport) || e.OutboundTransport == "" {
+		bad("OUTBOUND_TRANSPORT", "%q: want tcp, quic or auto", e.OutboundTransport)
+	}
+	if e.InboundQUIC != "on" && e.InboundQUIC != "off" {
+		bad("INBOUND_QUIC", "%q: want on or off", e.InboundQUIC)
 	}
 	if e.InnerLayer != "on" && e.InnerLayer != "off" {
 		bad("INNER_LAYER", "%q: want on or off", e.InnerLayer)
@@ -258,6 +267,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 	cfg.proxy.DrainTimeout = e.DrainTimeout
 	cfg.proxy.MaxSessions = e.MaxSessions
 	cfg.proxy.MaxPendingHandshakes = e.MaxPendingHandshakes
+	cfg.proxy.DisableQUIC = e.InboundQUIC == "off"
 	return cfg, nil
 }
 
@@ -310,7 +320,10 @@ func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s.peerID: %q: %v", at, r.PeerID, err))
 		}
-		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer})
+		if !validTransport(r.Transport) {
+			errs = append(errs, fmt.Errorf("%s.transport: %q: want tcp, quic or auto", at, r.Transport))
+		}
+		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer, Transport: r.Transport})
 	}
 	return in, out, errors.Join(errs...)
 }
@@ -390,4 +403,8 @@ func envHelp(w io.Writer, v any) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+func validTransport(t string) bool {
+	return t == "" || t == proxy.TransportTCP || t == proxy.TransportQUIC || t == proxy.TransportAuto
 }

@@ -341,3 +341,6 @@ func hashOf(r io.Reader) string {
 	io.Copy(h, r)
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// io2 concatenates two readers.
+func io2(a, b io.Reader) io.Reader { return io.MultiReader(a, b) }

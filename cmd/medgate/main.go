@@ -20,6 +20,9 @@ import (
 var version = "dev"
 
 func main() {
+	// quic-go prints its own unstructured warning about UDP buffers; the
+	// sidecar logs a structured one with the fix instead.
+	os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	env := map[string]string{}

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -142,11 +146,12 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	}
 	g.Go(func() error { return srv.Run(ctx) })
 	for _, r := range cfg.proxy.Inbound {
-		log.Info("inbound route", "route", r.Name, "listen", srv.InboundAddr(r.Listen).String(), "upstream", r.Upstream, "allow", r.Allow.String(), "inner_layer", !r.DisableInnerLayer)
+		log.Info("inbound route", "route", r.Name, "listen", srv.InboundAddr(r.Listen).String(), "quic", addrString(srv.QUICAddr(r.Listen)), "upstream", r.Upstream, "allow", r.Allow.String(), "inner_layer", !r.DisableInnerLayer)
 	}
 	for _, r := range cfg.proxy.Outbound {
-		log.Info("outbound route", "route", r.Name, "listen", srv.OutboundAddr(r.Name).String(), "peer", r.Peer, "peer_id", r.PeerID.String(), "inner_layer", !r.DisableInnerLayer)
+		log.Info("outbound route", "route", r.Name, "listen", srv.OutboundAddr(r.Name).String(), "peer", r.Peer, "peer_id", r.PeerID.String(), "inner_layer", !r.DisableInnerLayer, "transport", cmp.Or(r.Transport, proxy.TransportTCP))
 	}
+	warnUDPBuffers(cfg, log)
 	log.Info("sidecar started", "spiffe_id", svid.ID.String(), "version", version, "admin", cfg.env.AdminAddr)
 	err = g.Wait()
 	log.Info("sidecar stopped")
@@ -178,4 +183,38 @@ func newEventSink(path string, log *slog.Logger) (proxy.EventSink, func(), error
 			log.Error("access event not written", "path", path, "err", err)
 		}
 	}, closeFn, nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// quicBufferBytes is the UDP socket buffer size quic-go asks the kernel for.
+const quicBufferBytes = 7 << 20
+
+// warnUDPBuffers tells the operator when the kernel caps UDP buffers below
+// what QUIC needs for fast transfers, and how to raise the cap. Root can
+// exceed the cap, so it is only checked for other users.
+func warnUDPBuffers(cfg *sidecarConfig, log *slog.Logger) {
+	usesQUIC := len(cfg.proxy.Inbound) > 0 && !cfg.proxy.DisableQUIC
+	for _, r := range cfg.proxy.Outbound {
+		usesQUIC = usesQUIC || r.Transport == proxy.TransportQUIC || r.Transport == proxy.TransportAuto
+	}
+	if !usesQUIC || os.Geteuid() == 0 {
+		return
+	}
+	for _, name := range []string{"rmem_max", "wmem_max"} {
+		b, err := os.ReadFile("/proc/sys/net/core/" + name)
+		if err != nil {
+			continue
+		}
+		if v, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && v < quicBufferBytes {
+			log.Warn("UDP buffers are capped below what QUIC needs; QUIC throughput will suffer",
+				"sysctl", "net.core."+name, "value", v, "want", quicBufferBytes,
+				"fix", fmt.Sprintf("sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d", quicBufferBytes, quicBufferBytes))
+		}
+	}
 }
