@@ -53,6 +53,11 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 			env := []string{"MEDGATE_INNER_LAYER=on", "MEDGATE_KEYRING=" + pki.keyring}
 			return startMedgatePair(ctx, o.bin, "medgate-inner", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
 		}},
+		{"medgate-quic", func() (*config, error) {
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.bin, "medgate-quic", sink.Addr(), pki, work,
+				append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), append(env, "MEDGATE_OUTBOUND_TRANSPORT=quic"))
+		}},
 		{"medgate-posture", func() (*config, error) {
 			// TLS only, admission on a policy with a posture profile: the
 			// peer's signed token is verified at every new session.
@@ -180,6 +185,8 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 	ratio("cpu per GiB medgate-inner / go-tls-pair", "cpu_per_gib", "medgate-inner", "go-tls-pair", 1.0, false)
 	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
 	ratio("new conns/s medgate-tcp / go-tls-pair", "new_conns_per_s", "medgate-tcp", "go-tls-pair", 1.0, true)
+	ratio("throughput medgate-quic / medgate-tcp (loopback)", "throughput", "medgate-quic", "medgate-tcp", 0, true)
+	ratio("rr p99 medgate-quic / medgate-tcp (loopback)", "rr_p99", "medgate-quic", "medgate-tcp", 0, false)
 	ratio("new conns/s admission with posture / without", "new_conns_per_s", "medgate-posture", "medgate-tcp", 0, true)
 	ratio("seal / raw AES-256-GCM seal (one core)", "crypto_mbps", "stream-seal", "raw-gcm-seal", 0.85, true)
 	ratio("open / raw AES-256-GCM open (one core)", "crypto_mbps", "stream-open", "raw-gcm-open", 0.85, true)
