@@ -222,9 +222,6 @@ func hipaaFHIR() []Rule {
 	r.add(Remove, "", "*.text")
 
 	// Display strings of references to people repeat their names.
-	for _, f := range []string{"subject", "patient", "beneficiary", "individual", "who", "author", "performer", "participant", "contained"} {
-		_ = f
-	}
 	r.add(Remove, "", "*.subject.display", "*.patient.display", "*.beneficiary.display",
 		"*.policyHolder.display", "*.subscriber.display")
 
