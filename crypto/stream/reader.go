@@ -19,8 +19,8 @@ import (
 // it; the final segment's plaintext has been returned by then.
 //
 // A Reader reads src with two reads per segment; wrap a connection in a
-// bufio.Reader to read in larger chunks. It holds two segment-sized
-// buffers, allocates nothing per segment, and is not safe for concurrent
+// bufio.Reader to read in larger chunks. It holds one segment-sized
+// buffer, allocates nothing per segment, and is not safe for concurrent
 // use. It never closes src.
 type Reader struct {
 	src   io.Reader
@@ -29,7 +29,8 @@ type Reader struct {
 	ad    [adSize]byte
 	word  [wordSize]byte
 	frame []byte // nonce, ciphertext and tag of one segment
-	pt    []byte // plaintext of the current segment
+	pt    []byte // plaintext of the current segment, opened in place in frame
+	seg   int    // segment size
 	off   int    // bytes of pt already returned
 	index uint64 // index of the next segment
 	last  bool   // the final segment has been opened
@@ -40,6 +41,9 @@ type Reader struct {
 // checks the key commitment (ErrWrongKey) and the header (ErrHeader), and
 // returns a Reader positioned at the first segment. It reads exactly the
 // header's bytes from src. Errors from key are returned wrapped.
+//
+// Segments are opened in place, in the buffer they were read into, so a
+// Reader holds one segment-sized buffer.
 func NewReader(src io.Reader, key KeyFunc) (*Reader, error) {
 	raw, err := parseHeader(src)
 	if err != nil {
@@ -62,7 +66,7 @@ func NewReader(src io.Reader, key KeyFunc) (*Reader, error) {
 		hdr:   raw.Header,
 		aead:  aead,
 		frame: make([]byte, 0, raw.SegmentSize+nonceSize+gcmTagSize),
-		pt:    make([]byte, 0, raw.SegmentSize),
+		seg:   raw.SegmentSize,
 	}
 	hh := sha256.Sum256(raw.bytes)
 	copy(r.ad[:], hh[:])
@@ -90,7 +94,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if len(p) == 0 {
 			return 0, nil
 		}
-		if len(p) >= cap(r.pt) {
+		if len(p) >= r.seg {
 			if n := r.next(p); n > 0 {
 				return n, nil
 			}
@@ -151,8 +155,8 @@ func (r *Reader) next(into []byte) int {
 	word := binary.BigEndian.Uint32(r.word[:])
 	last := word&lastFlag != 0
 	n := int(word &^ lastFlag)
-	if n > cap(r.pt) {
-		r.fail(fmt.Errorf("%w: segment %d length %d exceeds segment size %d", ErrAuthFailed, r.index, n, cap(r.pt)))
+	if n > r.seg {
+		r.fail(fmt.Errorf("%w: segment %d length %d exceeds segment size %d", ErrAuthFailed, r.index, n, r.seg))
 		return 0
 	}
 	if n == 0 && !last {
@@ -166,7 +170,9 @@ func (r *Reader) next(into []byte) int {
 	}
 	binary.BigEndian.PutUint64(r.ad[sha256.Size:], r.index)
 	copy(r.ad[sha256.Size+8:], r.word[:])
-	dst := r.pt[:0]
+	// In place: the plaintext overwrites the nonce and ciphertext it came
+	// from (GCM takes the nonce aside first).
+	dst := frame[:0]
 	if into != nil {
 		dst = into[:0]
 	}
@@ -212,6 +218,7 @@ func (r *Reader) checkEnd() error {
 
 func (r *Reader) fail(err error) {
 	r.err = err
-	clear(r.pt[:cap(r.pt)])
-	r.pt = r.pt[:0]
+	clear(r.frame[:cap(r.frame)])
+	r.pt = nil
+	r.off = 0
 }
