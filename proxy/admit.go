@@ -34,9 +34,9 @@ func (a AllowList) Decide(req posture.Request) posture.Decision {
 const reasonMaskingRequired = "masking_required"
 
 // admissible applies what the data path itself can honour to a decision:
-// it fails closed on deidentify, since opaque routes carry no codec that
-// could mask.
-func admissible(d posture.Decision) (posture.Decision, string) {
+// it fails closed on deidentify unless the route's protocol has a codec
+// that can mask (canMask).
+func admissible(d posture.Decision, canMask bool) (posture.Decision, string) {
 	if !d.Admitted() {
 		reason := string(posture.ReasonInternal)
 		if len(d.Reasons) > 0 {
@@ -44,7 +44,7 @@ func admissible(d posture.Decision) (posture.Decision, string) {
 		}
 		return d, reason
 	}
-	if d.Verdict == posture.Deidentify {
+	if d.Verdict == posture.Deidentify && !canMask {
 		d.Verdict = posture.Deny
 		d.Reasons = append([]posture.Reason{reasonMaskingRequired}, d.Reasons...)
 		return d, reasonMaskingRequired

@@ -68,7 +68,7 @@ func (s *Server) rejudge(ss *session, trigger string) {
 		reason = "svid_expired"
 		dec = posture.Decision{Verdict: posture.Deny, Reasons: []posture.Reason{"svid_expired"}}
 	default:
-		dec, reason = admissible((*s.decider.Load()).Decide(req))
+		dec, reason = admissible((*s.decider.Load()).Decide(req), s.canMask(ss.protocol))
 		switch {
 		case reason != "":
 		case dec.Verdict != a.dec.Verdict || dec.Profile != a.dec.Profile:

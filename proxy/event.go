@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/medgate/medgate/posture"
+	"github.com/medgate/medgate/proxy/mask"
 )
 
 // Event is an access event: one admission decision, or the end of a
@@ -13,7 +14,7 @@ import (
 // or patient data.
 type Event struct {
 	Time          time.Time `json:"time"`
-	Kind          string    `json:"kind"` // "admission", "reauthorization" or "session_end"
+	Kind          string    `json:"kind"` // "admission", "reauthorization", "object" or "session_end"
 	Route         string    `json:"route"`
 	Direction     string    `json:"direction"` // "inbound" or "outbound"
 	SessionID     string    `json:"session_id,omitempty"`
@@ -36,6 +37,9 @@ type Event struct {
 	LegalBasis        string `json:"legal_basis,omitempty"`
 	DeviceID          string `json:"device_id,omitempty"`
 	DeviceOS          string `json:"device_os,omitempty"`
+
+	// Object is what crossed a masked session (kind "object").
+	Object *mask.Object `json:"object,omitempty"`
 }
 
 // withDecision copies what an access event records of a decision.

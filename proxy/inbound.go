@@ -105,7 +105,7 @@ func (s *Server) setupInbound(ctx context.Context, tc tunnel, cs tls.ConnectionS
 	}
 	leaf := cs.PeerCertificates[0]
 	req.PeerSPKIHash = identity.SPKIHash(leaf)
-	dec, reason := admissible((*s.decider.Load()).Decide(req))
+	dec, reason := admissible((*s.decider.Load()).Decide(req), s.canMask(route.Protocol))
 	ev.withDecision(dec)
 	if reason != "" {
 		deny(reason, "", nil)
@@ -114,6 +114,11 @@ func (s *Server) setupInbound(ctx context.Context, tc tunnel, cs tls.ConnectionS
 	if s.active.Load() >= int64(s.cfg.MaxSessions) {
 		s.m.CapacityRefuse.WithLabelValues("sessions").Inc()
 		deny(reasonCapacity, "session limit reached", nil)
+		return
+	}
+	msk, reason, err := s.maskingFor(dec, route.Protocol)
+	if reason != "" {
+		deny(reason, dec.Profile, err)
 		return
 	}
 	admit := Admit{Version: ProtocolVersion, Session: hello.Session, Verdict: dec.Verdict.String(), Profile: dec.Profile, PolicyVersion: dec.PolicyVersion}
@@ -175,5 +180,6 @@ func (s *Server) setupInbound(ctx context.Context, tc tunnel, cs tls.ConnectionS
 		s: s, app: app, tun: tc, route: route.Name, direction: "inbound",
 		id: hello.Session, connID: connID, peerID: peerID.String(), start: start,
 		adm: &admission{req: req, dec: dec, peerNotAfter: leaf.NotAfter}, inner: inner,
+		protocol: route.Protocol, masking: msk,
 	})
 }

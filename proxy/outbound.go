@@ -35,7 +35,12 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	if local, err := s.src.GetX509SVID(); err == nil {
 		req.LocalID = local.ID
 	}
-	egress, reason := admissible((*s.decider.Load()).Decide(req))
+	egress, reason := admissible((*s.decider.Load()).Decide(req), s.canMask(r.Protocol))
+	msk, mreason, merr := s.maskingFor(egress, r.Protocol)
+	if reason == "" && mreason != "" {
+		reason = mreason
+		log.Warn("masking unavailable", "profile", egress.Profile, "err", merr)
+	}
 	if reason != "" {
 		ev.withDecision(egress)
 		s.m.Admissions.WithLabelValues(r.Name, "deny", reason).Inc()
@@ -131,5 +136,6 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 		s: s, app: app, tun: tc, route: r.Name, direction: "outbound",
 		id: sessionID, connID: connID, peerID: r.PeerID.String(), start: start,
 		posture: token, postureExpires: tokenExp, inner: inner,
+		protocol: r.Protocol, masking: msk,
 	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
+	"github.com/medgate/medgate/proxy/mask"
 )
 
 // InboundRoute accepts tunnels from remote sidecars and forwards admitted
@@ -36,6 +37,10 @@ type InboundRoute struct {
 	// ProxyProtocol sends a PROXY protocol v2 header with the peer's
 	// SPIFFE ID (TLV 0xE0) to the app before any data.
 	ProxyProtocol bool
+	// Protocol is what the app speaks: "tcp" (or empty: opaque bytes) or
+	// a protocol with a codec in Deps.Codecs (hl7, ...). Only a route with
+	// a codec can carry a session that must be de-identified.
+	Protocol string
 	// DisableInnerLayer admits sessions without the inner AES-256-GCM
 	// layer, for peers in the same site. By default (false) a session must
 	// carry it: both directions are sealed under data keys wrapped by the
@@ -61,6 +66,8 @@ type OutboundRoute struct {
 	// DisableInnerLayer sends without the inner layer; the peer's route
 	// must allow that. By default (false) the session is sealed.
 	DisableInnerLayer bool
+	// Protocol is what the local app speaks, as for InboundRoute.
+	Protocol string
 	// Transport is tcp (the default when empty), quic, or auto: try QUIC,
 	// fall back to TCP when UDP does not get through.
 	Transport string
@@ -148,19 +155,29 @@ type Deps struct {
 	// Keyring wraps the data keys of the inner layer and unwraps the
 	// peer's. Required when any route keeps the inner layer on.
 	Keyring keys.Keyring
+	// Codecs mask protocols, by route protocol name.
+	Codecs map[string]Codec
+	// Profiles resolves the masking profile a deidentify decision names.
+	Profiles ProfileSource
+	// MaskEnv is what masking needs besides the profile (the keyed
+	// pseudonym maker).
+	MaskEnv mask.Env
 }
 
 // Server runs a sidecar's routes. Create it with New, then call Run.
 type Server struct {
-	cfg     Config
-	src     identity.Source
-	decider atomic.Pointer[posture.Decider]
-	log     *slog.Logger
-	m       *Metrics
-	events  EventSink
-	now     func() time.Time
-	posture PostureProvider
-	keyring keys.Keyring
+	cfg      Config
+	src      identity.Source
+	decider  atomic.Pointer[posture.Decider]
+	log      *slog.Logger
+	m        *Metrics
+	events   EventSink
+	now      func() time.Time
+	posture  PostureProvider
+	keyring  keys.Keyring
+	codecs   map[string]Codec
+	profiles ProfileSource
+	maskEnv  mask.Env
 
 	inbound  map[string]map[string]*InboundRoute // listen address -> route name -> route
 	serverTC *tls.Config
@@ -199,6 +216,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		now:       deps.Now,
 		posture:   deps.Posture,
 		keyring:   deps.Keyring,
+		codecs:    deps.Codecs,
+		profiles:  deps.Profiles,
+		maskEnv:   deps.MaskEnv,
 		inbound:   map[string]map[string]*InboundRoute{},
 		listeners: map[string]net.Listener{},
 		sessions:  map[*session]struct{}{},
@@ -236,6 +256,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		if !r.DisableInnerLayer && deps.Keyring == nil {
 			errs = append(errs, fmt.Errorf("proxy: inbound route %q: the inner encryption layer needs a keyring (or disable it for the route)", r.Name))
 		}
+		if r.Protocol != "" && r.Protocol != "tcp" && deps.Codecs[r.Protocol] == nil {
+			errs = append(errs, fmt.Errorf("proxy: inbound route %q: no codec for protocol %q", r.Name, r.Protocol))
+		}
 	}
 	for _, r := range cfg.Outbound {
 		if names["out:"+r.Name] {
@@ -247,6 +270,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		if !r.DisableInnerLayer && deps.Keyring == nil {
 			errs = append(errs, fmt.Errorf("proxy: outbound route %q: the inner encryption layer needs a keyring (or disable it for the route)", r.Name))
+		}
+		if r.Protocol != "" && r.Protocol != "tcp" && deps.Codecs[r.Protocol] == nil {
+			errs = append(errs, fmt.Errorf("proxy: outbound route %q: no codec for protocol %q", r.Name, r.Protocol))
 		}
 		if err := validTransport(r.Transport); err != nil {
 			errs = append(errs, fmt.Errorf("proxy: outbound route %q: %w", r.Name, err))

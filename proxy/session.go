@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/medgate/medgate/crypto/stream"
+	"github.com/medgate/medgate/proxy/mask"
 )
 
 // session is one admitted, proxied connection: the app's plaintext
@@ -30,6 +31,10 @@ type session struct {
 	// inner holds the inner layer's keys; nil when the session runs
 	// without it.
 	inner *innerKeys
+	// protocol is the route's protocol; masking is set when the data this
+	// side sends must be de-identified.
+	protocol string
+	masking  *masking
 	// posture is the token an outbound session last sent.
 	posture        []byte
 	postureExpires time.Time
@@ -106,23 +111,34 @@ func (s *Server) runSession(ss *session) {
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
-		if ss.inner != nil {
+		switch {
+		case ss.masking != nil:
+			toPeer, upErr = s.pumpMasked(ss, activity)
+		case ss.inner != nil:
 			toPeer, upErr = pumpSealed(ss.tun, ss.app, ss.inner, activity)
-		} else {
+		default:
 			toPeer, upErr = pumpToTunnel(ss.tun, ss.app, activity)
 		}
 		if upErr != nil {
 			ss.abort(outcomeOf(upErr, "app_error"))
 		}
 	}()
+	var src io.Reader = fr
 	if ss.inner != nil {
+		src, downErr = openSealed(fr, ss.inner)
+	}
+	switch {
+	case downErr != nil:
+	case ss.masking != nil && ss.masking.fromPeer != nil:
+		// The peer's answers pass through the codec, which follows the
+		// protocol's state; it has nothing to say back to the peer.
+		cw := &countingWriter{w: ss.app, activity: activity}
+		downErr = ss.masking.fromPeer(&byteCounter{w: cw, n: &fromPeer}, src, io.Discard, nil)
+	case ss.inner != nil:
 		// The record reader writes each opened segment straight to the
 		// app, without a copy through a pump buffer.
-		var sr io.WriterTo
-		if sr, downErr = openSealed(fr, ss.inner); downErr == nil {
-			fromPeer, downErr = sr.WriteTo(&countingWriter{w: ss.app, activity: activity})
-		}
-	} else {
+		fromPeer, downErr = src.(io.WriterTo).WriteTo(&countingWriter{w: ss.app, activity: activity})
+	default:
 		fromPeer, downErr = pump(ss.app, fr, activity)
 	}
 	if downErr != nil {
@@ -178,6 +194,8 @@ func outcomeOf(err error, fallback string) string {
 		return "integrity_error"
 	case errors.Is(err, ErrUnexpectedFrame), errors.Is(err, ErrFrameTooLarge):
 		return "protocol_error"
+	case errors.Is(err, mask.ErrUnmaskable):
+		return reasonUnmaskable
 	case errors.Is(err, io.ErrClosedPipe), errors.Is(err, net.ErrClosed):
 		return "closed"
 	}
