@@ -152,13 +152,16 @@ func (c *Codec) mask(frame, buf []byte) ([]byte, mask.Object, error) {
 	if err != nil {
 		return nil, mask.Object{}, err
 	}
+	if t := m.Type(); len(t) < 3 || !segmentName(t[:3]) {
+		return nil, mask.Object{}, &ParseError{Reason: "no message type (MSH-9)"}
+	}
 	obj := mask.Object{
 		Protocol:       "hl7",
 		Operation:      m.Type(),
 		Profile:        c.profile.Name,
 		ProfileVersion: c.profile.Version,
 	}
-	ctx := &context{d: m.Delims, refYear: c.now().Year()}
+	ctx := &msgContext{d: m.Delims, refYear: c.now().Year()}
 	if y, ok := mask.GeneralizeValue(mask.GeneralizeYear, m.Header().Field(7), 0); ok && y != "" {
 		ctx.refYear, _ = strconv.Atoi(y)
 	}

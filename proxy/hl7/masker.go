@@ -115,15 +115,15 @@ func (m *masker) forSegment(name string) *segmentRules {
 	return sr
 }
 
-// context is what masking one message needs besides the rules.
-type context struct {
+// msgContext is what masking one message needs besides the rules.
+type msgContext struct {
 	d          Delimiters
 	patientKey string // PID-3's first ID, decoded; "" when there is none
 	refYear    int
 }
 
 // mask applies the rules to msg in place.
-func (m *masker) mask(msg *Message, ctx *context) {
+func (m *masker) mask(msg *Message, ctx *msgContext) {
 	keys := patientKeys(msg)
 	out := msg.Segments[:0]
 	for i := range msg.Segments {
@@ -193,7 +193,7 @@ func patientID(pid *Segment, d Delimiters) string {
 	return strings.TrimSpace(d.DecodeValue(f))
 }
 
-func (m *masker) field(raw string, cands []*rule, ctx *context) string {
+func (m *masker) field(raw string, cands []*rule, ctx *msgContext) string {
 	if raw == "" {
 		return raw
 	}
@@ -221,7 +221,7 @@ func (m *masker) field(raw string, cands []*rule, ctx *context) string {
 // with the rules that select it: the best of those at its level and the
 // one it inherits decides it, unless rules reach deeper, when its parts
 // are masked one by one.
-func (m *masker) node(v string, level int, rules []*rule, inherited *rule, ctx *context) string {
+func (m *masker) node(v string, level int, rules []*rule, inherited *rule, ctx *msgContext) string {
 	best := inherited
 	var deeper []*rule
 	for _, r := range rules {
@@ -262,7 +262,7 @@ func (m *masker) node(v string, level int, rules []*rule, inherited *rule, ctx *
 }
 
 // apply carries out r on the raw value v at level.
-func (m *masker) apply(r *rule, v string, level int, ctx *context) string {
+func (m *masker) apply(r *rule, v string, level int, ctx *msgContext) string {
 	if r == nil || v == "" {
 		return v
 	}
