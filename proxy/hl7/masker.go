@@ -211,10 +211,7 @@ func (m *masker) field(raw string, cands []*rule, ctx *msgContext) string {
 		}
 		reps[i] = m.node(rep, 1, rc, nil, ctx)
 	}
-	if len(reps) == 1 {
-		return reps[0]
-	}
-	return strings.Join(reps, string(d.Repetition))
+	return joinParts(reps, d.Repetition)
 }
 
 // node masks a repetition (level 1), component (2) or subcomponent (3)
@@ -258,7 +255,7 @@ func (m *masker) node(v string, level int, rules []*rule, inherited *rule, ctx *
 		}
 		parts[i] = m.node(part, level+1, pr, best, ctx)
 	}
-	return strings.Join(parts, string(sep))
+	return joinParts(parts, sep)
 }
 
 // apply carries out r on the raw value v at level.
@@ -390,4 +387,16 @@ func personName(norm string) string {
 		parts = parts[:len(parts)-1]
 	}
 	return strings.ToUpper(strings.Join(parts, "^"))
+}
+
+// joinParts joins masked parts with sep, or gives "" when every part is
+// empty, so that a field whose parts were all removed is empty rather
+// than a row of delimiters.
+func joinParts(parts []string, sep byte) string {
+	for _, p := range parts {
+		if p != "" {
+			return strings.Join(parts, string(sep))
+		}
+	}
+	return ""
 }

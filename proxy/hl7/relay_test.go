@@ -5,8 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/medgate/medgate/proxy/mask"
 )
