@@ -326,3 +326,18 @@ func isToken(s string) bool {
 	}
 	return true
 }
+
+func BenchmarkMaskADT(b *testing.B) {
+	c := hipaaCodec(b)
+	in, err := os.ReadFile("testdata/adt_a01.hl7")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := c.Mask(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
