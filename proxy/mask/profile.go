@@ -16,11 +16,8 @@ import (
 	"github.com/medgate/medgate/crypto/pseudonym"
 )
 
-// Names of the built-in profiles.
-const (
-	HIPAASafeHarbor = "hipaa-safe-harbor"
-	DICOMBasic      = "dicom-basic"
-)
+// HIPAASafeHarbor is the name of the built-in HIPAA safe harbor profile.
+const HIPAASafeHarbor = "hipaa-safe-harbor"
 
 // builtins holds the built-in profiles by name. It is filled by init
 // functions through registerBuiltin and only read afterwards.
@@ -171,7 +168,7 @@ func ParseProfile(name string, spec []byte) (*Profile, error) {
 			p.Name = name
 		}
 	}
-	errs = append(errs, validateRules("dicom", s.DICOM, validDICOMField)...)
+	errs = append(errs, validateRules("dicom", s.DICOM, validDICOMField, dicomClean)...)
 	errs = append(errs, validateRules("hl7", s.HL7, func(f string) error { _, err := ParseHL7Path(f); return err })...)
 	errs = append(errs, validateRules("fhir", s.FHIR, func(f string) error { _, err := ParseFHIRPath(f); return err })...)
 	if len(errs) > 0 {
@@ -187,12 +184,18 @@ func ParseProfile(name string, spec []byte) (*Profile, error) {
 	return p, nil
 }
 
-func validateRules(list string, rules []Rule, field func(string) error) []error {
+// dicomClean is PS3.15's action C, which only the DICOM codec carries out.
+const dicomClean Action = "clean"
+
+func validateRules(list string, rules []Rule, field func(string) error, extra ...Action) []error {
 	var errs []error
 	for i, r := range rules {
 		at := fmt.Sprintf("%s[%d]", list, i)
 		if err := field(r.Field); err != nil {
 			errs = append(errs, fmt.Errorf("%s: field: %w", at, err))
+		}
+		if slices.Contains(extra, r.Action) {
+			continue
 		}
 		if err := validateAction(r); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", at, err))
@@ -229,12 +232,17 @@ func validateAction(r Rule) error {
 	return nil
 }
 
-// validDICOMField accepts a tag "(gggg,eeee)" or "ggggeeee", or a keyword,
-// or a sequence path of them joined by "/"; the DICOM codec checks
-// keywords against its dictionary when it applies the profile.
+// validDICOMField accepts a tag "(gggg,eeee)" or "ggggeeee" (x for the
+// digits of a repeating group: "(60xx,3000)"), a keyword, "private" for
+// every private attribute, or a sequence path of tags and keywords joined
+// by "/"; the DICOM codec checks keywords against its dictionary when it
+// applies the profile.
 func validDICOMField(f string) error {
 	if f == "" {
 		return errors.New("empty")
+	}
+	if f == "private" {
+		return nil
 	}
 	for part := range strings.SplitSeq(f, "/") {
 		if !dicomTagOrKeyword(part) {
@@ -265,7 +273,7 @@ func dicomTagOrKeyword(s string) bool {
 func isHex(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !isDigit(c) && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
+		if !isDigit(c) && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') && c != 'x' && c != 'X' {
 			return false
 		}
 	}

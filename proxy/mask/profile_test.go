@@ -55,7 +55,7 @@ func TestParseProfile(t *testing.T) {
 		"base": "hipaa-safe-harbor",
 		"hl7": [{"field": "PID-7", "action": "dateshift"}, {"field": "OBX-5", "action": "empty"}],
 		"fhir": [{"field": "Patient.birthDate", "action": "dateshift"}],
-		"dicom": [{"field": "(0010,0010)", "action": "pseudonym", "value": "name"}, {"field": "ReferencedStudySequence/StudyInstanceUID", "action": "uid"}],
+		"dicom": [{"field": "(0010,0010)", "action": "pseudonym", "value": "name"}, {"field": "ReferencedStudySequence/StudyInstanceUID", "action": "uid"}, {"field": "(60xx,3000)", "action": "remove"}, {"field": "private", "action": "remove"}, {"field": "StudyDescription", "action": "clean"}],
 		"dicomOptions": {"retainPatientCharacteristics": true}
 	}`))
 	if err != nil {
@@ -73,7 +73,7 @@ func TestParseProfile(t *testing.T) {
 	if !p.DICOMOptions.RetainPatientCharacteristics {
 		t.Error("dicomOptions not applied")
 	}
-	again, _ := ParseProfile("site-b", []byte(`{"base":"hipaa-safe-harbor","hl7":[{"field":"PID-7","action":"dateshift"},{"field":"OBX-5","action":"empty"}],"fhir":[{"field":"Patient.birthDate","action":"dateshift"}],"dicom":[{"field":"(0010,0010)","action":"pseudonym","value":"name"},{"field":"ReferencedStudySequence/StudyInstanceUID","action":"uid"}],"dicomOptions":{"retainPatientCharacteristics":true}}`))
+	again, _ := ParseProfile("site-b", []byte(`{"base":"hipaa-safe-harbor","hl7":[{"field":"PID-7","action":"dateshift"},{"field":"OBX-5","action":"empty"}],"fhir":[{"field":"Patient.birthDate","action":"dateshift"}],"dicom":[{"field":"(0010,0010)","action":"pseudonym","value":"name"},{"field":"ReferencedStudySequence/StudyInstanceUID","action":"uid"},{"field":"(60xx,3000)","action":"remove"},{"field":"private","action":"remove"},{"field":"StudyDescription","action":"clean"}],"dicomOptions":{"retainPatientCharacteristics":true}}`))
 	if again.Version != p.Version {
 		t.Errorf("same content, versions %q and %q", p.Version, again.Version)
 	}
@@ -98,6 +98,7 @@ func TestParseProfileErrors(t *testing.T) {
 		{"msh delimiters", `{"hl7": [{"field": "MSH-2", "action": "empty"}]}`, []string{"hl7[0]: field:", "delimiters"}},
 		{"bad fhir path", `{"fhir": [{"field": "name", "action": "remove"}]}`, []string{"fhir[0]: field:"}},
 		{"bad dicom field", `{"dicom": [{"field": "(0010,00ZZ)", "action": "remove"}]}`, []string{"dicom[0]: field:"}},
+		{"clean is for dicom", `{"hl7": [{"field": "NTE-3", "action": "clean"}]}`, []string{`hl7[0]: action: "clean" is not one of`}},
 		{"bad kind", `{"hl7": [{"field": "PID-3.1", "action": "pseudonym", "value": "mrn"}]}`, []string{"hl7[0]: value: pseudonym kind"}},
 		{"value on empty", `{"hl7": [{"field": "PID-3.1", "action": "empty", "value": "x"}]}`, []string{"hl7[0]: value: action empty takes no value"}},
 		{"all at once", `{"hl7": [{"field": "X", "action": "keep"}], "fhir": [{"field": "Patient.name", "action": "nope"}]}`, []string{"hl7[0]: field:", "fhir[0]: action:"}},
