@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,11 +35,13 @@ type sidecarEnv struct {
 	InboundUpstream      string `env:"INBOUND_UPSTREAM" help:"host:port of the local app behind the inbound route"`
 	InboundAllow         string `env:"INBOUND_ALLOW" help:"SPIFFE IDs admitted when no policy is configured: spiffe://td/path, spiffe://td/* or spiffe://td/path/*, comma-separated"`
 	InboundProxyProtocol bool   `env:"INBOUND_PROXY_PROTOCOL" envDefault:"false" help:"send a PROXY protocol v2 header with the peer's SPIFFE ID (TLV 0xE0) to the app"`
+	InboundProtocol      string `env:"INBOUND_PROTOCOL" envDefault:"tcp" help:"what the app behind the inbound route speaks: tcp (opaque) or hl7 (MLLP); only a protocol with a codec can carry data that must be de-identified"`
 
 	OutboundListen    string `env:"OUTBOUND_LISTEN" help:"loopback host:port the local app connects to"`
 	OutboundPeer      string `env:"OUTBOUND_PEER" help:"host:port of the remote sidecar"`
 	OutboundPeerID    string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
 	OutboundRoute     string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
+	OutboundProtocol  string `env:"OUTBOUND_PROTOCOL" envDefault:"tcp" help:"what the local app speaks on the outbound route: tcp (opaque) or hl7 (MLLP)"`
 	OutboundTransport string `env:"OUTBOUND_TRANSPORT" envDefault:"tcp" help:"tcp, quic (one QUIC connection per remote sidecar, a stream per proxied connection) or auto (QUIC, falling back to TCP while UDP is blocked)"`
 	InboundQUIC       string `env:"INBOUND_QUIC" envDefault:"on" help:"on: inbound listeners also accept QUIC on UDP at the same port number; off: TCP only"`
 
@@ -74,6 +77,7 @@ type routesFile struct {
 		Allow         []string `yaml:"allow"`
 		ProxyProtocol bool     `yaml:"proxyProtocol"`
 		InnerLayer    *bool    `yaml:"innerLayer"`
+		Protocol      string   `yaml:"protocol"`
 	} `yaml:"inbound"`
 	Outbound []struct {
 		Name        string `yaml:"name"`
@@ -83,6 +87,7 @@ type routesFile struct {
 		RemoteRoute string `yaml:"remoteRoute"`
 		InnerLayer  *bool  `yaml:"innerLayer"`
 		Transport   string `yaml:"transport"`
+		Protocol    string `yaml:"protocol"`
 	} `yaml:"outbound"`
 }
 
@@ -147,7 +152,10 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 
 	// Routes from variables.
 	if e.InboundListen != "" || e.InboundUpstream != "" || e.InboundAllow != "" {
-		r := proxy.InboundRoute{Name: e.InboundRoute, Listen: e.InboundListen, Upstream: e.InboundUpstream, ProxyProtocol: e.InboundProxyProtocol, DisableInnerLayer: e.InnerLayer == "off"}
+		r := proxy.InboundRoute{Name: e.InboundRoute, Listen: e.InboundListen, Upstream: e.InboundUpstream, ProxyProtocol: e.InboundProxyProtocol, DisableInnerLayer: e.InnerLayer == "off", Protocol: e.InboundProtocol}
+		if err := validProtocol(e.InboundProtocol); err != nil {
+			bad("INBOUND_PROTOCOL", "%v", err)
+		}
 		if e.InboundListen == "" {
 			bad("INBOUND_LISTEN", "required for the inbound route")
 		} else if err := hostPort(e.InboundListen); err != nil {
@@ -172,7 +180,10 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		cfg.proxy.Inbound = append(cfg.proxy.Inbound, r)
 	}
 	if e.OutboundListen != "" || e.OutboundPeer != "" || e.OutboundPeerID != "" {
-		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute, DisableInnerLayer: e.InnerLayer == "off", Transport: e.OutboundTransport}
+		r := proxy.OutboundRoute{Name: e.OutboundRoute, Listen: e.OutboundListen, Peer: e.OutboundPeer, RemoteRoute: e.OutboundRoute, DisableInnerLayer: e.InnerLayer == "off", Transport: e.OutboundTransport, Protocol: e.OutboundProtocol}
+		if err := validProtocol(e.OutboundProtocol); err != nil {
+			bad("OUTBOUND_PROTOCOL", "%v", err)
+		}
 		if e.OutboundListen == "" {
 			bad("OUTBOUND_LISTEN", "required for the outbound route")
 		} else if err := hostPort(e.OutboundListen); err != nil {
@@ -303,7 +314,10 @@ func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy
 		} else if len(ps) == 0 && !havePolicy {
 			errs = append(errs, fmt.Errorf("%s.allow: empty: without a policy file the route would admit nobody", at))
 		}
-		in = append(in, proxy.InboundRoute{Name: r.Name, Listen: r.Listen, Upstream: r.Upstream, Allow: ps, ProxyProtocol: r.ProxyProtocol, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer})
+		if err := validProtocol(r.Protocol); err != nil {
+			errs = append(errs, fmt.Errorf("%s.protocol: %v", at, err))
+		}
+		in = append(in, proxy.InboundRoute{Name: r.Name, Listen: r.Listen, Upstream: r.Upstream, Allow: ps, ProxyProtocol: r.ProxyProtocol, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer, Protocol: r.Protocol})
 	}
 	for i, r := range rf.Outbound {
 		at := fmt.Sprintf("%s: outbound[%d]", path, i)
@@ -323,7 +337,10 @@ func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy
 		if !validTransport(r.Transport) {
 			errs = append(errs, fmt.Errorf("%s.transport: %q: want tcp, quic or auto", at, r.Transport))
 		}
-		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer, Transport: r.Transport})
+		if err := validProtocol(r.Protocol); err != nil {
+			errs = append(errs, fmt.Errorf("%s.protocol: %v", at, err))
+		}
+		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer, Transport: r.Transport, Protocol: r.Protocol})
 	}
 	return in, out, errors.Join(errs...)
 }
@@ -407,4 +424,16 @@ func envHelp(w io.Writer, v any) {
 
 func validTransport(t string) bool {
 	return t == "" || t == proxy.TransportTCP || t == proxy.TransportQUIC || t == proxy.TransportAuto
+}
+
+func validProtocol(p string) error {
+	if p == "" || p == "tcp" || codecs[p] != nil {
+		return nil
+	}
+	names := []string{"tcp"}
+	for n := range codecs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return fmt.Errorf("protocol %q: want one of %s", p, strings.Join(names, ", "))
 }

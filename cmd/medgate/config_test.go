@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/medgate/medgate/posture"
 )
 
 func TestConfigValid(t *testing.T) {
@@ -131,5 +133,25 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 		if !strings.Contains(string(readme), "`"+envPrefix+name+"`") {
 			t.Errorf("README does not document %s%s", envPrefix, name)
 		}
+	}
+}
+
+// TestExamplePoliciesLoadInTheSidecar loads the shipped rule sets the way
+// the sidecar does, masking profiles included.
+func TestExamplePoliciesLoadInTheSidecar(t *testing.T) {
+	files, _ := filepath.Glob("../../examples/policies/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example policies")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			p, err := posture.LoadFiles(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := checkPolicyProfiles(p); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

@@ -36,7 +36,7 @@ spec:
 apiVersion: medgate.io/v1
 kind: MaskingProfile
 metadata: {name: basic}
-spec: {reference: PS3.15 Annex E}
+spec: {reference: 45 CFR 164.514(b)(2), base: hipaa-safe-harbor}
 ---
 apiVersion: medgate.io/v1
 kind: ResidencyRules

@@ -55,6 +55,9 @@ func (w *policyWatcher) reload() error {
 	if err != nil {
 		return err
 	}
+	if err := checkPolicyProfiles(p); err != nil {
+		return err
+	}
 	w.stamp = stamp
 	old := w.engine.Policy()
 	if old != nil && old.Version == p.Version {

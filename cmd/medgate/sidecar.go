@@ -90,12 +90,16 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	defer closeEvents()
 
 	deps := proxy.Deps{Source: src, Log: log, Metrics: metrics, Events: events}
+	deps.Codecs = codecs
 	if cfg.env.Keyring != "" {
 		kr, err := openKeyring(cfg.env.Keyring, environ)
 		if err != nil {
 			return fmt.Errorf("MEDGATE_KEYRING: %w", err)
 		}
 		deps.Keyring = kr
+		if deps.MaskEnv, err = maskEnv(kr); err != nil {
+			log.Warn("no pseudonym key", "err", err)
+		}
 	}
 	if cfg.env.PostureTokenFile != "" {
 		deps.Posture = tokenFileProvider(cfg.env.PostureTokenFile)
@@ -112,6 +116,9 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 		}
 		deps.Decider = policy.engine
 		policyReady = policy.ready
+		deps.Profiles = profileSource(policy.engine.Policy)
+	} else {
+		deps.Profiles = profileSource(nil)
 	}
 	srv, err := proxy.New(cfg.proxy, deps)
 	if err != nil {
