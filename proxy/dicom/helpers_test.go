@@ -231,22 +231,31 @@ func index(ds []*node) map[string]*node {
 
 // sampleFiles are the pydicom files the tests send, with the storescu
 // option that proposes their transfer syntax.
-var sampleFiles = []struct{ name, propose string }{
-	{"CT_small.dcm", "-xe"},
-	{"MR_small.dcm", "-xe"},
-	{"MR_small_bigendian.dcm", "-xb"},
-	{"MR_small_implicit.dcm", "-xi"},
-	{"MR_small_RLE.dcm", "-xr"},
-	{"JPEG-lossy.dcm", "-xy"},
-	{"MR_small_jp2klossless.dcm", "-xv"},
-	{"MR_small_jpeg_ls_lossless.dcm", "-xt"},
-	{"rtdose.dcm", "-xi"},
-	{"waveform_ecg.dcm", "-xe"},
-	{"../charset_files/chrH31.dcm", "-xe"},
-	{"../charset_files/chrRuss.dcm", "-xe"},
-	{"../charset_files/chrSQEncoding.dcm", "-xe"},
-	{"nested_priv_SQ.dcm", "-xe"},
-	{"rtplan.dcm", "-xi"},
+var sampleFiles = []struct {
+	name, propose string
+	store         bool // storescu can send it (it has SOP class and instance UIDs)
+}{
+	{"CT_small.dcm", "-xe", true},
+	{"MR_small.dcm", "-xe", true},
+	{"MR_small_bigendian.dcm", "-xb", true},
+	{"MR_small_implicit.dcm", "-xi", true},
+	{"MR_small_RLE.dcm", "-xr", true},
+	{"JPEG-lossy.dcm", "-xx", true},
+	{"MR_small_jp2klossless.dcm", "-xv", true},
+	{"MR_small_jpeg_ls_lossless.dcm", "-xt", true},
+	{"rtdose.dcm", "-xi", true},
+	{"waveform_ecg.dcm", "-xe", true},
+	{"rtplan.dcm", "-xi", true},
+	{"../charset_files/chrH31.dcm", "-xe", true},
+	{"../charset_files/chrRuss.dcm", "-xe", true},
+	{"../charset_files/chrX1.dcm", "-xe", true},
+	{"../charset_files/chrGerm.dcm", "-xe", true},
+	{"../charset_files/chrSQEncoding.dcm", "", false},
+	{"nested_priv_SQ.dcm", "", false},
+	{"priv_SQ.dcm", "", false},
+	{"UN_sequence.dcm", "", false},
+	{"reportsi.dcm", "", false},
+	{"test-SR.dcm", "", false},
 }
 
 func samplePath(name string) string { return filepath.Join(testFiles, name) }
@@ -270,7 +279,7 @@ func checkMasked(t *testing.T, m *Masker, in, out []byte, s syntax, stored bool)
 		if strings.Contains(p, "[") && !strings.HasPrefix(p, "(") {
 			continue
 		}
-		stack, parentKept := pathStack(p, ai)
+		stack, parentKept := pathStack(m, p, ai)
 		if !parentKept {
 			continue
 		}
@@ -351,7 +360,7 @@ func x(s string) string { return s }
 // pathStack returns the sequence tags around the element at path p, and
 // whether every enclosing sequence was kept with its items in the output
 // (so the element's own fate can be checked).
-func pathStack(p string, after map[string]*node) ([]uint32, bool) {
+func pathStack(m *Masker, p string, after map[string]*node) ([]uint32, bool) {
 	parts := strings.Split(p, "/")
 	var stack []uint32
 	prefix := ""
@@ -359,6 +368,10 @@ func pathStack(p string, after map[string]*node) ([]uint32, bool) {
 		i := strings.Index(part, "[")
 		var g, e uint32
 		fmt.Sscanf(part[:i], "(%04X,%04X)", &g, &e)
+		switch m.ruleFor(g<<16|e, "SQ", stack).act {
+		case actRemove, actEmpty, actReplace:
+			return stack, false
+		}
 		stack = append(stack, g<<16|e)
 		seq := after[prefix+part[:i]]
 		var idx int

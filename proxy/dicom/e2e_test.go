@@ -1,0 +1,309 @@
+package dicom
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/medgate/medgate/proxy/mask"
+)
+
+func requireTools(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s not installed (apt-get install dcmtk odil)", n)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitListening(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listening on %s", addr)
+}
+
+// startProcess runs a program until the test ends.
+func startProcess(t *testing.T, name string, args ...string) *bytes.Buffer {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+	})
+	return &out
+}
+
+// startStoreSCP runs dcmtk's storescp, writing what it receives exactly as
+// it arrived (+B) into a fresh directory.
+func startStoreSCP(t *testing.T, extra ...string) (addr, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	port := freePort(t)
+	args := append([]string{"-aet", "STORESCP", "-od", dir, "-uf", "+xa", "+B"}, extra...)
+	startProcess(t, "storescp", append(args, fmt.Sprint(port))...)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
+	waitListening(t, addr)
+	return addr, dir
+}
+
+// relay accepts associations on loopback and carries each to upstream
+// through a pair of filters, toPeer masking with m.
+type relay struct {
+	addr    string
+	mu      sync.Mutex
+	objects []mask.Object
+	errs    []error
+	wg      sync.WaitGroup
+}
+
+func startRelay(t *testing.T, m *Masker, upstream string) *relay {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &relay{addr: l.Addr().String()}
+	t.Cleanup(func() { l.Close(); r.wg.Wait() })
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.serve(c, m, upstream)
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *relay) serve(c net.Conn, m *Masker, upstream string) {
+	defer c.Close()
+	up, err := net.Dial("tcp", upstream)
+	if err != nil {
+		r.fail(err)
+		return
+	}
+	defer up.Close()
+	toPeer, fromPeer := NewFilters(m)
+	report := func(o mask.Object) {
+		r.mu.Lock()
+		r.objects = append(r.objects, o)
+		r.mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := toPeer(up, c, c, report); err != nil {
+			r.fail(err)
+			c.Close()
+			up.Close()
+		}
+		up.(*net.TCPConn).CloseWrite()
+	}()
+	go func() {
+		defer wg.Done()
+		if err := fromPeer(c, up, up, nil); err != nil {
+			r.fail(err)
+			c.Close()
+			up.Close()
+		}
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	wg.Wait()
+}
+
+func (r *relay) fail(err error) {
+	r.mu.Lock()
+	r.errs = append(r.errs, err)
+	r.mu.Unlock()
+}
+
+func (r *relay) results() ([]mask.Object, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]mask.Object(nil), r.objects...), append([]error(nil), r.errs...)
+}
+
+func runTool(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
+func receivedFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var files []string
+	for range 100 {
+		files, _ = filepath.Glob(filepath.Join(dir, "*"))
+		if len(files) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return files
+}
+
+func TestStoreSCUThroughRelay(t *testing.T) {
+	requireTools(t, "storescu", "storescp", "dcmdump")
+	m := basicMasker(t, mask.DICOMOptions{RetainLongitudinalModifiedDates: true})
+	for _, f := range sampleFiles {
+		if !f.store {
+			continue
+		}
+		t.Run(f.name, func(t *testing.T) {
+			t.Parallel()
+			in := readPart10(t, samplePath(f.name))
+			scp, dir := startStoreSCP(t)
+			r := startRelay(t, m, scp)
+			host, port, _ := net.SplitHostPort(r.addr)
+			out, err := runTool(t, "storescu", "-aec", "STORESCP", f.propose, host, port, samplePath(f.name))
+			if err != nil {
+				t.Fatalf("storescu: %v\n%s", err, out)
+			}
+			files := receivedFiles(t, dir)
+			if len(files) != 1 {
+				t.Fatalf("storescp received %d files", len(files))
+			}
+			got := readPart10(t, files[0])
+			if got.ts != in.ts {
+				t.Fatalf("arrived in %s, sent in %s", got.ts, in.ts)
+			}
+			s, _ := syntaxOf(in.ts)
+			checkMasked(t, m, in.dataset, got.dataset, s, true)
+			objs, errs := r.results()
+			if len(errs) > 0 {
+				t.Fatalf("relay: %v", errs)
+			}
+			if len(objs) != 1 {
+				t.Fatalf("%d objects reported", len(objs))
+			}
+			sum := sha256.Sum256(got.dataset)
+			if objs[0].SHA256 != hex.EncodeToString(sum[:]) {
+				t.Errorf("reported digest differs from the stored data set")
+			}
+			if objs[0].Operation != "C-STORE-RQ" || objs[0].Profile != mask.DICOMBasic {
+				t.Errorf("reported %+v", objs[0])
+			}
+			// dcmdump reads it, and sees what a user would check.
+			dump, err := runTool(t, "dcmdump", "-q", "+P", "PatientIdentityRemoved", "+P", "PatientID", "+P", "SOPInstanceUID", files[0])
+			if err != nil {
+				t.Fatalf("dcmdump: %v\n%s", err, dump)
+			}
+			if !strings.Contains(dump, "[YES]") {
+				t.Errorf("dcmdump shows no Patient Identity Removed YES:\n%s", dump)
+			}
+			before, _ := parseTree(in.dataset, s)
+			if n := find(before, tagSOPInstance); n != nil && !strings.Contains(dump, m.keyer.UID(trimValue(n.value))) {
+				t.Errorf("dcmdump shows no remapped SOP Instance UID:\n%s", dump)
+			}
+			if n := find(before, tagPatientName); n != nil && len(trimValue(n.value)) > 3 {
+				raw, _ := os.ReadFile(files[0])
+				if bytes.Contains(raw, []byte(trimValue(n.value))) {
+					t.Errorf("the patient's name arrived")
+				}
+			}
+		})
+	}
+}
+
+// TestStoreSCUSeveralFiles sends many objects over one association with
+// small PDUs both ways, so data sets span many PDVs and PDUs.
+func TestStoreSCUSeveralFiles(t *testing.T) {
+	requireTools(t, "storescu", "storescp")
+	m := basicMasker(t, mask.DICOMOptions{})
+	scp, dir := startStoreSCP(t, "-pdu", "4096")
+	r := startRelay(t, m, scp)
+	host, port, _ := net.SplitHostPort(r.addr)
+	files := []string{samplePath("CT_small.dcm"), samplePath("MR_small.dcm"), samplePath("rtdose.dcm"), samplePath("waveform_ecg.dcm")}
+	out, err := runTool(t, "storescu", append([]string{"-aec", "STORESCP", "-pdu", "4096", host, port}, files...)...)
+	if err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	objs, errs := r.results()
+	if len(errs) > 0 {
+		t.Fatalf("relay: %v", errs)
+	}
+	if len(objs) != len(files) {
+		t.Fatalf("%d objects reported, want %d", len(objs), len(files))
+	}
+	got, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(got) != len(files) {
+		t.Fatalf("storescp received %d files", len(got))
+	}
+}
+
+func TestDeflatedRefused(t *testing.T) {
+	requireTools(t, "storescu", "storescp")
+	m := basicMasker(t, mask.DICOMOptions{})
+	scp, dir := startStoreSCP(t)
+	r := startRelay(t, m, scp)
+	host, port, _ := net.SplitHostPort(r.addr)
+	out, err := runTool(t, "storescu", "-aec", "STORESCP", "-xd", "-R", host, port, samplePath("image_dfl.dcm"))
+	if err == nil && !strings.Contains(out, "bort") {
+		t.Errorf("storescu did not see the association aborted:\n%s", out)
+	}
+	var errs []error
+	for range 100 {
+		if _, errs = r.results(); len(errs) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var e *Error
+	if len(errs) == 0 || !errors.As(errs[0], &e) || e.Reason != ReasonTransferSyntax || !errors.Is(errs[0], mask.ErrUnmaskable) {
+		t.Fatalf("relay errors %v, want an unsupported transfer syntax", errs)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if got, _ := filepath.Glob(filepath.Join(dir, "*")); len(got) != 0 {
+		t.Errorf("storescp stored %v", got)
+	}
+}
+
+var _ = io.EOF
