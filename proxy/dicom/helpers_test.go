@@ -265,11 +265,19 @@ func samplePath(name string) string { return filepath.Join(testFiles, name) }
 // the pixel data is byte-identical and no private attribute is left.
 func checkMasked(t *testing.T, m *Masker, in, out []byte, s syntax, stored bool) {
 	t.Helper()
-	before, err := parseTree(in, s)
+	checkMaskedAs(t, m, in, s, out, s, stored, true)
+}
+
+// checkMaskedAs compares an object encoded in sin with its masked form
+// encoded in sout, which another program may have re-encoded: unless
+// exact, kept values need only be present.
+func checkMaskedAs(t *testing.T, m *Masker, in []byte, sin syntax, out []byte, sout syntax, stored, exact bool) {
+	t.Helper()
+	before, err := parseTree(in, sin)
 	if err != nil {
 		t.Fatalf("parse input: %v", err)
 	}
-	after, err := parseTree(out, s)
+	after, err := parseTree(out, sout)
 	if err != nil {
 		t.Fatalf("parse masked output: %v", err)
 	}
@@ -337,6 +345,8 @@ func checkMasked(t *testing.T, m *Masker, in, out []byte, s syntax, stored bool)
 		case actKeep:
 			if o == nil {
 				t.Errorf("%s: rule keep, removed", p)
+			} else if !exact {
+				continue
 			} else if !n.seq && !bytes.Equal(o.value, n.value) {
 				t.Errorf("%s: rule keep, value changed", p)
 			} else if n.encaps && !equalFrags(n.frags, o.frags) {
