@@ -218,8 +218,9 @@ func hipaaFHIR() []Rule {
 	}
 	r.add(Remove, "", "Patient.link.other.display", "Person.link.target.display", "RelatedPerson.patient.display")
 
-	// Narratives repeat names and addresses in prose.
-	r.add(Remove, "", "*.text")
+	// Narratives repeat names and addresses in prose; search links repeat
+	// the search's parameters; diagnostics may quote what was sought.
+	r.add(Remove, "", "*.text", "Bundle.link", "OperationOutcome.issue.diagnostics")
 
 	// Display strings of references to people repeat their names.
 	r.add(Remove, "", "*.subject.display", "*.patient.display", "*.beneficiary.display",
