@@ -173,8 +173,8 @@ func buildCommand(field uint16, msgID uint16, sopClass, sopInstance string, with
 
 // pdvPlan says how a sender cuts a message into PDVs and PDUs.
 type pdvPlan struct {
-	frag     int  // fragment size
-	perPDU   int  // PDVs per PDU
+	frag     int    // fragment size
+	perPDU   int    // PDVs per PDU
 	together bool   // command and data set PDVs may share a PDU
 	max      uint32 // the receiver's maximum length, 0 for none
 }
