@@ -121,7 +121,9 @@ func TestEndToEndMedplum(t *testing.T) {
 		t.Fatalf("transaction: %d %s", resp.StatusCode, body)
 	}
 	var created struct {
-		Entry []struct{ Resource struct{ ResourceType, ID string } }
+		Entry []struct {
+			Resource struct{ ResourceType, ID string }
+		}
 	}
 	json.Unmarshal(body, &created)
 	var patientID string
