@@ -8,6 +8,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/medgate/medgate/crypto/pseudonym"
 	"github.com/medgate/medgate/proxy/mask"
@@ -74,6 +76,9 @@ type fhirMasker struct {
 	idKinds map[string]string
 	keyer   *pseudonym.Keyer
 	refYear int
+
+	decisions sync.Map // resource type and path -> *frule (nil: no rule)
+	cached    atomic.Int64
 }
 
 func newFHIRMasker(p *mask.Profile, keyer *pseudonym.Keyer, refYear int) (*fhirMasker, error) {
@@ -110,7 +115,22 @@ func newFHIRMasker(p *mask.Profile, keyer *pseudonym.Keyer, refYear int) (*fhirM
 	return m, nil
 }
 
+// maxDecisions bounds the cache of decisions by resource type and path.
+const maxDecisions = 1 << 16
+
 func (m *fhirMasker) decide(typ string, path []string) *frule {
+	key := typ + "." + strings.Join(path, ".")
+	if r, ok := m.decisions.Load(key); ok {
+		return r.(*frule)
+	}
+	best := m.decideSlow(typ, path)
+	if m.cached.Add(1) <= maxDecisions {
+		m.decisions.Store(key, best)
+	}
+	return best
+}
+
+func (m *fhirMasker) decideSlow(typ string, path []string) *frule {
 	var best *frule
 	for i := range m.rules {
 		r := &m.rules[i]

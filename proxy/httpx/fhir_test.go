@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -229,4 +230,27 @@ func FuzzFHIRWalker(f *testing.F) {
 			}
 		}
 	})
+}
+
+func BenchmarkWalkBundle(b *testing.B) {
+	var in bytes.Buffer
+	in.WriteString(`{"resourceType":"Bundle","type":"searchset","entry":[`)
+	patient, _ := os.ReadFile("testdata/patient.json")
+	for i := range 500 {
+		if i > 0 {
+			in.WriteByte(',')
+		}
+		in.WriteString(`{"fullUrl":"http://h/fhir/Patient/1","resource":`)
+		in.Write(patient)
+		in.WriteString(`}`)
+	}
+	in.WriteString(`]}`)
+	m := hipaaMasker(b)
+	b.SetBytes(int64(in.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Walk(io.Discard, bytes.NewReader(in.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

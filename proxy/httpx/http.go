@@ -100,7 +100,7 @@ type exchange struct {
 }
 
 type reqInfo struct {
-	method, template string
+	method, template, vers string
 }
 
 // Server returns the filters of a connection to an HTTP server whose
@@ -117,6 +117,11 @@ func (c *Codec) Server() (requests, responses mask.Filter) {
 			return c.run(dst, src, back, report, x, false, true)
 		}
 }
+
+// Date shifts in FHIR move a Patient's dates by the shift of its logical
+// id, and need the id before the dates (as servers write resources);
+// other resources' dates, and dates met before the id, become their
+// year.
 
 // Client returns the filters of a connection from an HTTP client whose
 // requests must be masked (the sidecar beside a client that sends
@@ -398,7 +403,7 @@ func (c *Codec) run(dst io.Writer, src io.Reader, back io.Writer, report func(ma
 		}
 		var info reqInfo
 		if isReq {
-			info = reqInfo{method: h.method, template: pathTemplate(h.target)}
+			info = reqInfo{method: h.method, template: pathTemplate(h.target), vers: h.vers}
 			if masked {
 				h.target = c.rewriteTarget(h.target)
 			}
@@ -502,7 +507,7 @@ func (c *Codec) maskMessage(dst, back io.Writer, h *head, kind bodyKind, body io
 	h.del("Content-Length")
 	h.del("Transfer-Encoding")
 	h.del("Content-Encoding")
-	out := &committer{dst: dst, h: h, chunked: h.vers != "HTTP/1.0", hash: sha256.New()}
+	out := &committer{dst: dst, h: h, chunked: h.vers != "HTTP/1.0" && info.vers != "HTTP/1.0", hash: sha256.New()}
 	limited := &limitReader{r: body, left: c.maxBody}
 	res, err := c.fm.Walk(out, limited)
 	if err == nil {
