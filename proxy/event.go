@@ -91,5 +91,8 @@ func (e Event) LogValue() slog.Value {
 	add("profile", e.Profile)
 	add("policy_version", e.PolicyVersion)
 	add("outcome", e.Outcome)
+	if o := e.Object; o != nil {
+		attrs = append(attrs, slog.Group("object", "protocol", o.Protocol, "operation", o.Operation, "profile", o.Profile, "sha256", o.SHA256))
+	}
 	return slog.GroupValue(attrs...)
 }

@@ -116,7 +116,7 @@ func (s *Server) setupInbound(ctx context.Context, tc tunnel, cs tls.ConnectionS
 		deny(reasonCapacity, "session limit reached", nil)
 		return
 	}
-	msk, reason, err := s.maskingFor(dec, route.Protocol)
+	msk, reason, err := s.maskingFor(dec, route.Protocol, true)
 	if reason != "" {
 		deny(reason, dec.Profile, err)
 		return

@@ -4,18 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/medgate/medgate/crypto/stream"
 	"github.com/medgate/medgate/posture"
 	"github.com/medgate/medgate/proxy/mask"
 )
 
-// Codec makes the filters that carry a protocol through a masked session,
-// for one profile: toPeer masks the app's data on its way to the peer,
-// fromPeer carries the peer's answers to the app (and may watch them, as
+// Codec makes the filters that carry a protocol through one masked
+// session, for one profile: toPeer masks the app's data on its way to the
+// peer, fromPeer carries the peer's data to the app (and may watch it, as
 // DICOM must to follow the association). fromPeer may be nil: the bytes
-// then pass as they are.
-type Codec func(p *mask.Profile, env mask.Env) (toPeer, fromPeer mask.Filter, err error)
+// then pass as they are. inbound says the app is the server the peer
+// connected to (its answers leave); otherwise the app is the client.
+type Codec func(p *mask.Profile, env mask.Env, inbound bool) (toPeer, fromPeer mask.Filter, err error)
 
 // ProfileSource returns the masking profile a decision names.
 type ProfileSource func(name string) (*mask.Profile, error)
@@ -35,7 +37,7 @@ type masking struct {
 // maskingFor prepares the filters for a deidentify decision on a route
 // speaking protocol. It returns a reason code when the session must be
 // refused instead: data that must be masked never crosses unmasked.
-func (s *Server) maskingFor(d posture.Decision, protocol string) (*masking, string, error) {
+func (s *Server) maskingFor(d posture.Decision, protocol string, inbound bool) (*masking, string, error) {
 	if d.Verdict != posture.Deidentify {
 		return nil, "", nil
 	}
@@ -50,7 +52,7 @@ func (s *Server) maskingFor(d posture.Decision, protocol string) (*masking, stri
 	if err != nil {
 		return nil, reasonUnknownProfile, err
 	}
-	to, from, err := codec(p, s.maskEnv)
+	to, from, err := codec(p, s.maskEnv, inbound)
 	if err != nil {
 		return nil, reasonUnknownProfile, err
 	}
@@ -87,32 +89,56 @@ func (f flushingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// pumpMasked runs the session's toPeer filter from the app into the
-// tunnel, sealed when the session has the inner layer, then ends the
-// direction.
-func (s *Server) pumpMasked(ss *session, activity func(int)) (int64, error) {
-	src := &countingReader{r: ss.app, activity: activity}
-	var dst io.Writer = &frameWriter{w: ss.tun}
-	var sw *stream.Writer
+// tunnelWriter is what a masked session writes toward the peer: data
+// frames, sealed when the session has the inner layer. Both of a
+// session's filters may write to it (the answer filter's refusal goes back
+// to the peer), so writes are serialized.
+type tunnelWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	sealed *stream.Writer
+	tun    tunnel
+}
+
+func newTunnelWriter(ss *session) (*tunnelWriter, error) {
+	tw := &tunnelWriter{w: &frameWriter{w: ss.tun}, tun: ss.tun}
 	if ss.inner != nil {
-		var err error
-		if sw, err = stream.NewWriter(dst, ss.inner.send, ss.inner.sendHdr); err != nil {
-			return 0, err
+		sw, err := stream.NewWriter(tw.w, ss.inner.send, ss.inner.sendHdr)
+		if err != nil {
+			return nil, err
 		}
-		dst = flushingWriter{sw}
+		tw.sealed, tw.w = sw, flushingWriter{sw}
 	}
-	cw := &countingWriter{w: dst, activity: func(int) {}}
+	return tw, nil
+}
+
+func (t *tunnelWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.w.Write(p)
+}
+
+// finish ends the direction: the final segment, then the end frame.
+func (t *tunnelWriter) finish() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.sealed != nil {
+		if err := t.sealed.Close(); err != nil {
+			return err
+		}
+	}
+	return writeFrame(t.tun, frameEnd, nil)
+}
+
+// pumpMasked runs the session's toPeer filter from the app into the
+// tunnel, then ends the direction.
+func (s *Server) pumpMasked(ss *session, tw *tunnelWriter, activity func(int)) (int64, error) {
+	src := &countingReader{r: ss.app, activity: activity}
 	var sent int64
-	counted := &byteCounter{w: cw, n: &sent}
-	if err := ss.masking.toPeer(counted, src, ss.app, s.objectEvent(ss)); err != nil {
+	if err := ss.masking.toPeer(&byteCounter{w: tw, n: &sent}, src, ss.app, s.objectEvent(ss)); err != nil {
 		return sent, err
 	}
-	if sw != nil {
-		if err := sw.Close(); err != nil {
-			return sent, err
-		}
-	}
-	return sent, writeFrame(ss.tun, frameEnd, nil)
+	return sent, tw.finish()
 }
 
 type byteCounter struct {

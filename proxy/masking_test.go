@@ -29,7 +29,7 @@ func (egressDeidentify) Decide(req posture.Request) posture.Decision {
 	return posture.Decision{Verdict: posture.Allow, Reasons: []posture.Reason{posture.ReasonAllowed}, PolicyVersion: "t1"}
 }
 
-func hl7Codec(p *mask.Profile, env mask.Env) (mask.Filter, mask.Filter, error) {
+func hl7Codec(p *mask.Profile, env mask.Env, _ bool) (mask.Filter, mask.Filter, error) {
 	c, err := hl7.New(p, env, hl7.Config{})
 	if err != nil {
 		return nil, nil, err

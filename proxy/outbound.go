@@ -36,7 +36,7 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 		req.LocalID = local.ID
 	}
 	egress, reason := admissible((*s.decider.Load()).Decide(req), s.canMask(r.Protocol))
-	msk, mreason, merr := s.maskingFor(egress, r.Protocol)
+	msk, mreason, merr := s.maskingFor(egress, r.Protocol, false)
 	if reason == "" && mreason != "" {
 		reason = mreason
 		log.Warn("masking unavailable", "profile", egress.Profile, "err", merr)
@@ -130,7 +130,10 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	tc.SetDeadline(time.Time{})
 	s.m.Admissions.WithLabelValues(r.Name, admit.Verdict, "admitted").Inc()
 	s.m.HandshakeTime.Observe(time.Since(start).Seconds())
-	ev.Time, ev.Verdict, ev.Profile, ev.PolicyVersion, ev.Outcome = s.now(), admit.Verdict, admit.Profile, admit.PolicyVersion, "admitted"
+	// The event records this side's decision on what it sends; the peer
+	// records its own.
+	ev.withDecision(egress)
+	ev.Time, ev.Outcome = s.now(), "admitted"
 	s.events(ev)
 	s.runSession(&session{
 		s: s, app: app, tun: tc, route: r.Name, direction: "outbound",

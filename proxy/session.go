@@ -108,12 +108,21 @@ func (s *Server) runSession(ss *session) {
 
 	var toPeer, fromPeer int64
 	var upErr, downErr error
+	var tw *tunnelWriter
+	if ss.masking != nil {
+		var err error
+		if tw, err = newTunnelWriter(ss); err != nil {
+			ss.abort("internal_error")
+		}
+	}
 	upDone := make(chan struct{})
 	go func() {
 		defer close(upDone)
 		switch {
-		case ss.masking != nil:
-			toPeer, upErr = s.pumpMasked(ss, activity)
+		case ss.masking != nil && tw == nil:
+			upErr = errors.New("proxy: no tunnel writer for a masked session") // never unmasked
+		case tw != nil:
+			toPeer, upErr = s.pumpMasked(ss, tw, activity)
 		case ss.inner != nil:
 			toPeer, upErr = pumpSealed(ss.tun, ss.app, ss.inner, activity)
 		default:
@@ -129,11 +138,11 @@ func (s *Server) runSession(ss *session) {
 	}
 	switch {
 	case downErr != nil:
-	case ss.masking != nil && ss.masking.fromPeer != nil:
-		// The peer's answers pass through the codec, which follows the
-		// protocol's state; it has nothing to say back to the peer.
+	case tw != nil && ss.masking.fromPeer != nil:
+		// The peer's data passes through the codec, which follows the
+		// protocol's state; a refusal it sends goes back into the tunnel.
 		cw := &countingWriter{w: ss.app, activity: activity}
-		downErr = ss.masking.fromPeer(&byteCounter{w: cw, n: &fromPeer}, src, io.Discard, nil)
+		downErr = ss.masking.fromPeer(&byteCounter{w: cw, n: &fromPeer}, src, tw, s.objectEvent(ss))
 	case ss.inner != nil:
 		// The record reader writes each opened segment straight to the
 		// app, without a copy through a pump buffer.

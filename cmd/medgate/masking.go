@@ -10,14 +10,37 @@ import (
 	"github.com/medgate/medgate/crypto/pseudonym"
 	"github.com/medgate/medgate/posture"
 	"github.com/medgate/medgate/proxy"
+	"github.com/medgate/medgate/proxy/dicom"
 	"github.com/medgate/medgate/proxy/hl7"
+	"github.com/medgate/medgate/proxy/httpx"
 	"github.com/medgate/medgate/proxy/mask"
 )
 
 // codecs are the protocols a route can name, each with the codec that
 // masks it.
 var codecs = map[string]proxy.Codec{
-	"hl7": func(p *mask.Profile, env mask.Env) (mask.Filter, mask.Filter, error) {
+	"dicom": func(p *mask.Profile, env mask.Env, _ bool) (mask.Filter, mask.Filter, error) {
+		if !p.DICOMBasic && len(p.DICOM) == 0 {
+			return nil, nil, fmt.Errorf("masking profile %s has no DICOM rules; it would let DICOM data cross unmasked", p.Name)
+		}
+		return dicom.Codec(p, env)
+	},
+	"http": func(p *mask.Profile, env mask.Env, inbound bool) (mask.Filter, mask.Filter, error) {
+		if len(p.FHIR) == 0 {
+			return nil, nil, fmt.Errorf("masking profile %s has no FHIR rules; it would let FHIR data cross unmasked", p.Name)
+		}
+		c, err := httpx.New(p, env, httpx.Config{})
+		if err != nil {
+			return nil, nil, err
+		}
+		if inbound { // beside the server: its responses leave
+			req, resp := c.Server()
+			return resp, req, nil
+		}
+		req, resp := c.Client() // beside the client: its requests leave
+		return req, resp, nil
+	},
+	"hl7": func(p *mask.Profile, env mask.Env, _ bool) (mask.Filter, mask.Filter, error) {
 		if len(p.HL7) == 0 {
 			return nil, nil, fmt.Errorf("masking profile %s has no HL7 rules; it would let HL7 data cross unmasked", p.Name)
 		}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const dicomEgressPolicy = `apiVersion: medgate.io/v1
+kind: Jurisdictions
+metadata: {name: sites}
+spec:
+  codes: [EU, CN]
+  bindings:
+    - {id: "spiffe://hospital.example/eu/*", jurisdiction: EU}
+    - {id: "spiffe://hospital.example/cn/*", jurisdiction: CN}
+---
+apiVersion: medgate.io/v1
+kind: MaskingProfile
+metadata: {name: imaging-out}
+spec: {reference: PS3.15 Annex E, base: dicom-basic}
+---
+apiVersion: medgate.io/v1
+kind: ResidencyRules
+metadata: {name: transfers}
+spec:
+  rules:
+    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: imaging-out}
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: default}
+spec: {direction: outbound, dataClass: imaging, allow: ["spiffe://hospital.example/cn/*"]}
+`
+
+// TestE2EDICOMStoreDeidentified pushes pydicom's sample objects with the
+// real storescu from an EU modality through two sidecars to a real
+// storescp at a lab in CN; the EU sidecar de-identifies them on the way.
+func TestE2EDICOMStoreDeidentified(t *testing.T) {
+	for _, tool := range []string{"storescu", "storescp", "dcmdump"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (apt-get install dcmtk)", tool)
+		}
+	}
+	samples := "/usr/lib/python3/dist-packages/pydicom/data/test_files"
+	if _, err := os.Stat(filepath.Join(samples, "CT_small.dcm")); err != nil {
+		t.Skip("pydicom sample files not installed (apt-get install python3-pydicom)")
+	}
+	ca := newTestCA(t, "hospital.example")
+	recv := t.TempDir()
+	port := freePort(t)
+	scp := exec.Command("storescp", "-aet", "STORESCP", "-od", recv, "+uf", "+xa", "+B", fmt.Sprint(port))
+	if err := scp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { scp.Process.Kill(); scp.Wait() }()
+
+	inEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
+	inEnv["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+	inEnv["MEDGATE_INBOUND_UPSTREAM"] = fmt.Sprintf("127.0.0.1:%d", port)
+	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
+	in := startSidecar(t, inEnv)
+	policy := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(policy, []byte(dicomEgressPolicy), 0o600)
+	outEnv := identityEnv(ca.issue("spiffe://hospital.example/eu/modality", time.Hour), ca.bundle())
+	outEnv["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
+	outEnv["MEDGATE_OUTBOUND_PEER"] = in.in
+	outEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/cn/lab"
+	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
+	outEnv["MEDGATE_POLICY_FILE"] = policy
+	out := startSidecar(t, outEnv)
+	host, oport := splitHostPort(t, out.out)
+
+	tests := []struct{ file, propose string }{
+		{"CT_small.dcm", "-xe"},
+		{"MR_small_implicit.dcm", "-xi"},
+		{"MR_small_bigendian.dcm", "-xb"},
+		{"MR_small_RLE.dcm", "-xr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			before, _ := filepath.Glob(filepath.Join(recv, "*"))
+			src := filepath.Join(samples, tt.file)
+			if o, err := exec.Command("storescu", "-aec", "STORESCP", tt.propose, host, oport, src).CombinedOutput(); err != nil {
+				t.Fatalf("storescu through the sidecars: %v\n%s", err, o)
+			}
+			after, _ := filepath.Glob(filepath.Join(recv, "*"))
+			if len(after) != len(before)+1 {
+				t.Fatalf("storescp received %d new files", len(after)-len(before))
+			}
+			got := after[len(after)-1]
+			for _, f := range after {
+				if !contains(before, f) {
+					got = f
+				}
+			}
+			dump, err := exec.Command("dcmdump", "-q", "+P", "PatientName", "+P", "PatientID", "+P", "PatientIdentityRemoved", "+P", "StudyInstanceUID", got).CombinedOutput()
+			if err != nil {
+				t.Fatalf("dcmdump: %v\n%s", err, dump)
+			}
+			orig, _ := exec.Command("dcmdump", "-q", "+P", "PatientName", "+P", "PatientID", "+P", "StudyInstanceUID", src).CombinedOutput()
+			if !strings.Contains(string(dump), "YES") {
+				t.Errorf("no Patient Identity Removed YES:\n%s", dump)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(orig)), "\n") {
+				v := valueOf(line)
+				if len(v) > 3 && strings.Contains(string(dump), v) {
+					t.Errorf("original value %q arrived unmasked", v)
+				}
+			}
+			// Pixel data crosses byte for byte.
+			if a, b := pixels(t, src), pixels(t, got); len(a) == 0 || !bytes.Equal(a, b) {
+				t.Errorf("pixel data differs: %d bytes sent, %d arrived", len(a), len(b))
+			}
+		})
+	}
+	if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < len(tests) {
+		t.Errorf("%d object events for %d objects", len(evs), len(tests))
+	}
+}
+
+func splitHostPort(t *testing.T, addr string) (string, string) {
+	t.Helper()
+	i := strings.LastIndex(addr, ":")
+	return addr[:i], addr[i+1:]
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// valueOf returns the value in brackets of a dcmdump line.
+func valueOf(line string) string {
+	i, j := strings.Index(line, "["), strings.LastIndex(line, "]")
+	if i < 0 || j <= i {
+		return ""
+	}
+	return line[i+1 : j]
+}
+
+// pixels returns the raw value of (7FE0,0010) as dcmdump writes it out.
+func pixels(t *testing.T, file string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	if o, err := exec.Command("dcmdump", "-q", "+W", dir, file).CombinedOutput(); err != nil {
+		t.Fatalf("dcmdump +W: %v\n%s", err, o)
+	}
+	var all []byte
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		all = append(all, b...)
+	}
+	return all
+}
