@@ -35,13 +35,13 @@ type sidecarEnv struct {
 	InboundUpstream      string `env:"INBOUND_UPSTREAM" help:"host:port of the local app behind the inbound route"`
 	InboundAllow         string `env:"INBOUND_ALLOW" help:"SPIFFE IDs admitted when no policy is configured: spiffe://td/path, spiffe://td/* or spiffe://td/path/*, comma-separated"`
 	InboundProxyProtocol bool   `env:"INBOUND_PROXY_PROTOCOL" envDefault:"false" help:"send a PROXY protocol v2 header with the peer's SPIFFE ID (TLV 0xE0) to the app"`
-	InboundProtocol      string `env:"INBOUND_PROTOCOL" envDefault:"tcp" help:"what the app behind the inbound route speaks: tcp (opaque) or hl7 (MLLP); only a protocol with a codec can carry data that must be de-identified"`
+	InboundProtocol      string `env:"INBOUND_PROTOCOL" envDefault:"tcp" help:"what the app behind the inbound route speaks: tcp (opaque), hl7 (MLLP), dicom (DIMSE) or http (FHIR); only a protocol with a codec can carry data that must be de-identified"`
 
 	OutboundListen    string `env:"OUTBOUND_LISTEN" help:"loopback host:port the local app connects to"`
 	OutboundPeer      string `env:"OUTBOUND_PEER" help:"host:port of the remote sidecar"`
 	OutboundPeerID    string `env:"OUTBOUND_PEER_ID" help:"SPIFFE ID the remote sidecar must present"`
 	OutboundRoute     string `env:"OUTBOUND_ROUTE" envDefault:"default" help:"inbound route to ask for at the remote sidecar"`
-	OutboundProtocol  string `env:"OUTBOUND_PROTOCOL" envDefault:"tcp" help:"what the local app speaks on the outbound route: tcp (opaque) or hl7 (MLLP)"`
+	OutboundProtocol  string `env:"OUTBOUND_PROTOCOL" envDefault:"tcp" help:"what the local app speaks on the outbound route: tcp, hl7, dicom or http"`
 	OutboundTransport string `env:"OUTBOUND_TRANSPORT" envDefault:"tcp" help:"tcp, quic (one QUIC connection per remote sidecar, a stream per proxied connection) or auto (QUIC, falling back to TCP while UDP is blocked)"`
 	InboundQUIC       string `env:"INBOUND_QUIC" envDefault:"on" help:"on: inbound listeners also accept QUIC on UDP at the same port number; off: TCP only"`
 
