@@ -225,12 +225,12 @@ func readHead(br *bufio.Reader, max int, request bool) (*head, error) {
 	h := &head{request: request}
 	parts := strings.SplitN(lines[0], " ", 3)
 	if request {
-		if len(parts) != 3 || !token(parts[0]) || parts[1] == "" || !strings.HasPrefix(parts[2], "HTTP/1.") {
+		if len(parts) != 3 || !token(parts[0]) || parts[1] == "" || !httpVersion(parts[2]) {
 			return nil, malformed("bad request line")
 		}
 		h.method, h.target, h.vers = parts[0], parts[1], parts[2]
 	} else {
-		if len(parts) < 2 || !strings.HasPrefix(parts[0], "HTTP/1.") || len(parts[1]) != 3 {
+		if len(parts) < 2 || !httpVersion(parts[0]) || len(parts[1]) != 3 {
 			return nil, malformed("bad status line")
 		}
 		n, err := strconv.Atoi(parts[1])
@@ -254,6 +254,8 @@ func readHead(br *bufio.Reader, max int, request bool) (*head, error) {
 	}
 	return h, nil
 }
+
+func httpVersion(s string) bool { return s == "HTTP/1.1" || s == "HTTP/1.0" }
 
 func token(s string) bool {
 	if s == "" {

@@ -350,3 +350,27 @@ func TestPathTemplate(t *testing.T) {
 		}
 	}
 }
+
+func FuzzHTTPResponses(f *testing.F) {
+	patient, _ := os.ReadFile("testdata/patient.json")
+	f.Add([]byte(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: %d\r\n\r\n%s", len(patient), patient)))
+	f.Add([]byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\n{\"resourceType\":\"Patient\"}\r\n0\r\nX: y\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"))
+	f.Add([]byte("HTTP/1.0 200 OK\r\nContent-Type: application/fhir+json\r\n\r\n{\"resourceType\":\"Basic\",\"id\":\"1\"}"))
+	c := hipaaCodec(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		requests, responses := c.Server()
+		var up bytes.Buffer
+		if err := requests(&up, strings.NewReader("GET /fhir/Patient/1 HTTP/1.1\r\nHost: h\r\n\r\n"), io.Discard, nil); err != nil {
+			t.Fatal(err)
+		}
+		var client bytes.Buffer
+		err := responses(&client, bytes.NewReader(in), io.Discard, nil)
+		if err != nil && !errors.Is(err, mask.ErrUnmaskable) {
+			t.Fatalf("error does not wrap ErrUnmaskable: %v", err)
+		}
+		if err == nil && client.Len() > 0 && !bytes.HasPrefix(client.Bytes(), []byte("HTTP/1.")) {
+			t.Fatalf("the client got %q", client.Bytes())
+		}
+	})
+}
