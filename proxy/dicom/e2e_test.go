@@ -96,6 +96,13 @@ type relay struct {
 
 func startRelay(t *testing.T, m *Masker, upstream string) *relay {
 	t.Helper()
+	return startRelayMasking(t, m, nil, upstream)
+}
+
+// startRelayMasking is startRelay with a masker for each direction: mUp
+// for what the client sends upstream, mDown for the answers.
+func startRelayMasking(t *testing.T, mUp, mDown *Masker, upstream string) *relay {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -113,14 +120,14 @@ func startRelay(t *testing.T, m *Masker, upstream string) *relay {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				r.serve(c, m, upstream)
+				r.serve(c, mUp, mDown, upstream)
 			}()
 		}
 	}()
 	return r
 }
 
-func (r *relay) serve(c net.Conn, m *Masker, upstream string) {
+func (r *relay) serve(c net.Conn, mUp, mDown *Masker, upstream string) {
 	defer c.Close()
 	up, err := net.Dial("tcp", upstream)
 	if err != nil {
@@ -128,7 +135,7 @@ func (r *relay) serve(c net.Conn, m *Masker, upstream string) {
 		return
 	}
 	defer up.Close()
-	toPeer, fromPeer := NewFilters(m)
+	toPeer, fromPeer := NewAssociation().Filters(mUp, mDown)
 	report := func(o mask.Object) {
 		r.mu.Lock()
 		r.objects = append(r.objects, o)
@@ -147,7 +154,7 @@ func (r *relay) serve(c net.Conn, m *Masker, upstream string) {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := fromPeer(c, up, up, nil); err != nil {
+		if err := fromPeer(c, up, up, report); err != nil {
 			r.fail(err)
 			c.Close()
 			up.Close()
@@ -348,5 +355,94 @@ func TestOdilStoreThroughRelay(t *testing.T) {
 				t.Errorf("pixel data changed")
 			}
 		})
+	}
+}
+
+// TestFindSCUThroughRelay queries dcmtk's archive, dcmqrscp, through a
+// relay that masks the archive's answers: identifiers arrive as
+// pseudonyms and remapped UIDs, names and dates do not arrive.
+func TestFindSCUThroughRelay(t *testing.T) {
+	requireTools(t, "dcmqrscp", "findscu", "storescu", "dcmdump")
+	dir := t.TempDir()
+	db := filepath.Join(dir, "db")
+	os.Mkdir(db, 0o755)
+	port := freePort(t)
+	cfg := fmt.Sprintf(`NetworkTCPPort = %d
+MaxPDUSize = 16384
+MaxAssociations = 16
+HostTable BEGIN
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+ARCHIVE %s RW (200, 1024mb) ANY
+AETable END
+`, port, db)
+	cfgPath := filepath.Join(dir, "dcmqrscp.cfg")
+	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	startProcess(t, "dcmqrscp", "-c", cfgPath)
+	archive := fmt.Sprintf("127.0.0.1:%d", port)
+	waitListening(t, archive)
+	names := []string{"CT_small.dcm", "MR_small.dcm", "rtdose.dcm"}
+	var files []string
+	for _, n := range names {
+		files = append(files, samplePath(n))
+	}
+	if out, err := runTool(t, "storescu", append([]string{"-aec", "ARCHIVE", "127.0.0.1", fmt.Sprint(port)}, files...)...); err != nil {
+		t.Fatalf("storescu into the archive: %v\n%s", err, out)
+	}
+
+	m := basicMasker(t, mask.DICOMOptions{RetainLongitudinalModifiedDates: true})
+	r := startRelayMasking(t, nil, m, archive)
+	host, rport, _ := net.SplitHostPort(r.addr)
+	out := t.TempDir()
+	res, err := runTool(t, "findscu", "-S", "-aec", "ARCHIVE", "-X", "-od", out,
+		"-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName", "-k", "PatientID", "-k", "StudyInstanceUID",
+		"-k", "StudyDate", "-k", "PatientBirthDate", host, rport)
+	if err != nil {
+		t.Fatalf("findscu: %v\n%s", err, res)
+	}
+	rsps, _ := filepath.Glob(filepath.Join(out, "rsp*.dcm"))
+	if len(rsps) != len(names) {
+		t.Fatalf("%d responses, want %d\n%s", len(rsps), len(names), res)
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		p := readPart10(t, samplePath(n))
+		s, _ := syntaxOf(p.ts)
+		ds, _ := parseTree(p.dataset, s)
+		id := trimValue(find(ds, tagPatientID).value)
+		want[m.keyer.Token("patient-id", id)+" "+m.keyer.UID(trimValue(find(ds, tagStudyUID).value))] = true
+	}
+	for _, f := range rsps {
+		dump, err := runTool(t, "dcmdump", "-q", f)
+		if err != nil {
+			t.Fatalf("dcmdump: %v", err)
+		}
+		p := readPart10(t, f)
+		s, _ := syntaxOf(p.ts)
+		ds, err := parseTree(p.dataset, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := trimValue(find(ds, tagPatientID).value) + " " + trimValue(find(ds, tagStudyUID).value)
+		if !want[key] {
+			t.Errorf("response %s: patient ID and study UID are not the pseudonym and remapped UID of a stored study\n%s", f, dump)
+		}
+		for _, leak := range []string{"CompressedSamples", "Lastname", "1.3.6.1.4.1.5962"} {
+			if strings.Contains(dump, leak) {
+				t.Errorf("response carries %q:\n%s", leak, dump)
+			}
+		}
+		if n := find(ds, 0x00100030); n != nil && len(n.value) != 0 {
+			t.Errorf("birth date arrived")
+		}
+	}
+	objs, errs := r.results()
+	if len(errs) > 0 {
+		t.Fatalf("relay: %v", errs)
+	}
+	if len(objs) != len(names) {
+		t.Errorf("%d objects reported, want %d", len(objs), len(names))
 	}
 }
