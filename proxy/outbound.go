@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/medgate/medgate/crypto/stream"
@@ -43,6 +44,9 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 	}
 	if reason != "" {
 		ev.withDecision(egress)
+		if !slices.Contains(ev.Reasons, reason) {
+			ev.Reasons = append([]string{reason}, ev.Reasons...)
+		}
 		s.m.Admissions.WithLabelValues(r.Name, "deny", reason).Inc()
 		log.Warn("session not established", "reason", reason, "stage", "egress")
 		ev.Time, ev.Verdict, ev.Outcome = s.now(), "deny", "not_established"

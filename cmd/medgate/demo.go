@@ -36,14 +36,18 @@ const demoPolicy = `apiVersion: medgate.io/v1
 kind: Jurisdictions
 metadata: {name: hospital}
 spec:
-  codes: [EU]
-  bindings: [{id: "spiffe://hospital.example/*", jurisdiction: EU}]
+  codes: [EU, US]
+  bindings:
+    - {id: "spiffe://hospital.example/*", jurisdiction: EU}
+    - {id: "spiffe://hospital.example/us/*", jurisdiction: US}
 ---
 apiVersion: medgate.io/v1
 kind: ResidencyRules
 metadata: {name: in-house}
 spec:
-  rules: [{dataClass: imaging, from: EU, to: EU, action: allow}]
+  rules:
+    - {dataClass: imaging, from: EU, to: EU, action: allow}
+    - {dataClass: records, from: EU, to: US, action: deidentify, maskingProfile: hipaa-safe-harbor}
 ---
 apiVersion: medgate.io/v1
 kind: PostureProfile
@@ -61,6 +65,16 @@ spec:
   dataClass: imaging
   allow: ["spiffe://hospital.example/lab/*"]
   postureProfile: clinical-device
+---
+apiVersion: medgate.io/v1
+kind: MaskingProfile
+metadata: {name: hipaa-safe-harbor}
+spec: {reference: "45 CFR 164.514(b)(2); the built-in profile"}
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: to-ehr}
+spec: {direction: outbound, dataClass: records, allow: ["spiffe://hospital.example/us/*"]}
 `
 
 const demoSynopsis = `Runs medgate's main job on this machine with embedded defaults and no
@@ -102,6 +116,8 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		"lab":     "spiffe://hospital.example/lab/workstation-1",
 		"laptop":  "spiffe://hospital.example/lab/laptop-7",
 		"billing": "spiffe://hospital.example/billing",
+		"ris":     "spiffe://hospital.example/ris",
+		"ehr":     "spiffe://hospital.example/us/ehr",
 	}
 	sources := map[string]identity.Source{}
 	leaves := map[string]*x509.Certificate{}
@@ -125,7 +141,8 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		leaves[name] = svid.Certificates[0]
 	}
 	say("medgate demo (working directory %s)", dir)
-	say("  dev CA for trust domain %s issued SVIDs for the PACS, a lab workstation, a laptop and billing", td)
+	say("  dev CA for trust domain %s issued SVIDs for the PACS, a lab workstation, a laptop, billing,", td)
+	say("    the hospital's RIS and an EHR in the US")
 
 	// A posture issuer, standing in for the hospital's MDM, and the
 	// policy: the lab may reach the PACS from a compliant device only.
@@ -140,6 +157,9 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{issuer.PublicJWK()}})
 	policy, err := posture.Parse("demo-policy.yaml", []byte(fmt.Sprintf(demoPolicy, jwks)))
 	if err != nil {
+		return err
+	}
+	if err := checkPolicyProfiles(policy); err != nil {
 		return err
 	}
 	engine, err := posture.NewEngine(posture.Config{}, posture.Deps{})
@@ -213,9 +233,40 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	if err != nil {
 		return err
 	}
+	// An HL7 feed from the EU hospital's RIS to an EHR in the US: the
+	// RIS's sidecar de-identifies what leaves the EU.
+	ehrApp, ehrReceived, err := demoMLLPReceiver()
+	if err != nil {
+		return err
+	}
+	defer ehrApp.Close()
+	env, err := maskEnv(kr)
+	if err != nil {
+		return err
+	}
+	ehr, err := proxy.New(proxy.Config{Inbound: []proxy.InboundRoute{{
+		Name: "default", Listen: "127.0.0.1:0", Upstream: ehrApp.Addr().String(), Allow: mustPatterns("spiffe://hospital.example/*"),
+	}}}, proxy.Deps{Source: sources["ehr"], Log: log, Events: sink, Keyring: kr})
+	if err != nil {
+		return err
+	}
+	if err := ehr.Listen(); err != nil {
+		return err
+	}
+	ris, err := proxy.New(proxy.Config{Outbound: []proxy.OutboundRoute{{
+		Name: "to-ehr", Listen: "127.0.0.1:0", Peer: ehr.InboundAddr("127.0.0.1:0").String(), PeerID: spiffeid.RequireFromString(ids["ehr"]), Protocol: "hl7",
+	}}}, proxy.Deps{Source: sources["ris"], Decider: engine, Log: log, Events: sink, Keyring: kr,
+		Codecs: codecs, Profiles: profileSource(engine.Policy), MaskEnv: env})
+	if err != nil {
+		return err
+	}
+	if err := ris.Listen(); err != nil {
+		return err
+	}
+
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for _, s := range []*proxy.Server{inbound, lab, laptop, billing} {
+	for _, s := range []*proxy.Server{inbound, lab, laptop, billing, ehr, ris} {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.Run(runCtx) }()
 	}
@@ -267,6 +318,23 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		}
 		say("  %s refused before any byte reached the PACS: %s", ids[who.name], strings.Join(refused.Reasons, ", "))
 	}
+
+	// 3. The HL7 feed crosses the border de-identified.
+	const adt = "MSH|^~\\&|RIS|EU-HOSPITAL|EHR|US-CLINIC|20261122091500||ADT^A01|DEMO0001|P|2.5\r" +
+		"PID|1||4711^^^EUH^MR||DOE^JANE^Q||19700101|F|||12 Rue Exemple^^Lyon^^69001^FR||+33-4-5555-0101\r" +
+		"NK1|1|DOE^JOHN|SPO\r"
+	ack, err := sendMLLP(ris.OutboundAddr("to-ehr").String(), adt)
+	if err != nil {
+		return fmt.Errorf("demo: HL7 feed: %w", err)
+	}
+	got := ehrReceived()
+	if !strings.Contains(ack, "MSA|AA") || got == "" || strings.Contains(got, "DOE") || strings.Contains(got, "4711") {
+		return errors.New("demo: the HL7 message did not arrive de-identified, or its ACK did not come back")
+	}
+	say("  EU RIS -> outbound sidecar (de-identifies what leaves the EU: hipaa-safe-harbor) -> US EHR:")
+	say("    sent     %s", segment(adt, "PID"))
+	say("    arrived  %s", segment(got, "PID"))
+	say("    the EHR's ACK came back to the RIS: %s", segment(ack, "MSA"))
 
 	stop()
 	wg.Wait()
@@ -324,4 +392,82 @@ func serveHashApp(ln net.Listener) {
 			fmt.Fprintf(c, "%x\n", h.Sum(nil))
 		}()
 	}
+}
+
+func mustPatterns(s string) identity.Patterns {
+	ps, err := identity.ParsePatterns(s)
+	if err != nil {
+		panic(err)
+	}
+	return ps
+}
+
+// demoMLLPReceiver is the US EHR's HL7 interface: it keeps the last
+// message and acknowledges each.
+func demoMLLPReceiver() (net.Listener, func() string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	var mu sync.Mutex
+	var last string
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadBytes(0x0b); err != nil {
+						return
+					}
+					msg, err := r.ReadBytes(0x1c)
+					if err != nil {
+						return
+					}
+					r.ReadByte()
+					mu.Lock()
+					last = string(msg[:len(msg)-1])
+					mu.Unlock()
+					io.WriteString(c, "\x0bMSH|^~\\&|EHR|US-CLINIC|RIS|EU-HOSPITAL|20261122091501||ACK|ACK0001|P|2.5\rMSA|AA|DEMO0001\r\x1c\x0d")
+				}
+			}()
+		}
+	}()
+	return ln, func() string { mu.Lock(); defer mu.Unlock(); return last }, nil
+}
+
+// sendMLLP sends one HL7 message framed for MLLP and returns the answer.
+func sendMLLP(addr, msg string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "\x0b"+msg+"\x1c\x0d"); err != nil {
+		return "", err
+	}
+	r := bufio.NewReader(c)
+	if _, err := r.ReadBytes(0x0b); err != nil {
+		return "", err
+	}
+	ack, err := r.ReadBytes(0x1c)
+	if err != nil {
+		return "", err
+	}
+	return string(ack[:len(ack)-1]), nil
+}
+
+// segment returns the first segment of an HL7 message with that name.
+func segment(msg, name string) string {
+	for _, s := range strings.Split(msg, "\r") {
+		if strings.HasPrefix(s, name+"|") {
+			return s
+		}
+	}
+	return ""
 }
