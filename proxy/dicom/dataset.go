@@ -234,6 +234,11 @@ func (x *run) element(s syntax, h header, depth int, top bool) error {
 	}
 	vr := semanticVR(s, h)
 	rl := x.m.ruleFor(h.tag, vr, x.stack)
+	if x.query && rl.act == actReplace {
+		// A dummy value in a query would match nothing: an empty one
+		// matches anything and asks for the attribute back.
+		rl.act = actEmpty
+	}
 	switch k {
 	case kindSequence:
 		return x.sequence(s, h, inner, rl, depth)
@@ -308,9 +313,11 @@ func (x *run) value(s syntax, h header, vr string, rl rule, top bool) error {
 		}
 	}
 	if reported {
+		// Events hold the keyed remap of a UID whether or not the profile
+		// remapped it: never the original.
 		r := ""
-		if !drop {
-			r = trimValue(out)
+		if orig := trimValue(v); orig != "" && x.m.keyer != nil {
+			r = x.m.keyer.UID(orig)
 		}
 		switch h.tag {
 		case tagStudyUID:
