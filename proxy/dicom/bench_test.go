@@ -70,3 +70,15 @@ func benchmarkFilter(b *testing.B, masked bool) {
 // large C-STORE; BenchmarkFilterPassThrough the unmasked direction's.
 func BenchmarkFilterMasked(b *testing.B)      { benchmarkFilter(b, true) }
 func BenchmarkFilterPassThrough(b *testing.B) { benchmarkFilter(b, false) }
+
+// BenchmarkNewMasker is the cost of compiling the basic profile, which
+// Codec pays once per connection.
+func BenchmarkNewMasker(b *testing.B) {
+	p, _ := mask.Builtin(mask.DICOMBasic)
+	env := mask.Env{Keyer: testKeyer(b)}
+	for b.Loop() {
+		if _, err := NewMasker(p, env); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
