@@ -40,13 +40,16 @@ var codecs = map[string]proxy.Codec{
 		req, resp := c.Client() // beside the client: its requests leave
 		return req, resp, nil
 	},
-	"hl7": func(p *mask.Profile, env mask.Env, _ bool) (mask.Filter, mask.Filter, error) {
+	"hl7": func(p *mask.Profile, env mask.Env, inbound bool) (mask.Filter, mask.Filter, error) {
 		if len(p.HL7) == 0 {
 			return nil, nil, fmt.Errorf("masking profile %s has no HL7 rules; it would let HL7 data cross unmasked", p.Name)
 		}
 		c, err := hl7.New(p, env, hl7.Config{})
 		if err != nil {
 			return nil, nil, err
+		}
+		if inbound { // beside the receiver: its answers leave, ACKs unchanged
+			return c.Replies, nil, nil
 		}
 		return c.Filter, nil, nil
 	},
