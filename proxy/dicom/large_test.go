@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"hash"
 	"io"
+	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -190,4 +193,114 @@ func (s *skipHasher) Write(b []byte) (int, error) {
 	}
 	s.h.Write(b)
 	return n, nil
+}
+
+// TestLargeObjectStoreSCU sends a generated multi-frame object of
+// MEDGATE_DICOM_LARGE_MIB MiB with storescu through the masking relay to
+// storescp, and checks what arrived: masked, pixel data byte-identical,
+// and the relay's heap (it runs in this process) bounded. It needs twice
+// the object's size on disk, so it runs only when asked.
+func TestLargeObjectStoreSCU(t *testing.T) {
+	mib, err := strconv.Atoi(os.Getenv("MEDGATE_DICOM_LARGE_MIB"))
+	if err != nil || mib <= 0 {
+		t.Skip("set MEDGATE_DICOM_LARGE_MIB to run")
+	}
+	requireTools(t, "storescu", "storescp", "dcmdump")
+	size := int64(mib) << 20
+	var head []byte
+	el := func(tag uint32, vr, v string) {
+		b := pad(vr, []byte(v))
+		head = explicitLE.appendHeader(head, tag, vr, uint32(len(b)))
+		head = append(head, b...)
+	}
+	const sop = "1.2.826.0.1.3680043.2.1125.1.9"
+	el(0x00080016, "UI", ctStorage)
+	el(tagSOPInstance, "UI", sop)
+	el(0x00080060, "CS", "CT")
+	el(tagPatientName, "PN", "CANARY^LARGE")
+	el(tagPatientID, "LO", "LARGE-9")
+	el(tagStudyUID, "UI", sop+".1")
+	el(tagSeriesUID, "UI", sop+".2")
+	el(0x00280002, "US", "\x01\x00")
+	el(0x00280004, "CS", "MONOCHROME2")
+	el(0x00280008, "IS", strconv.Itoa(mib))
+	el(0x00280010, "US", "\x00\x04")
+	el(0x00280011, "US", "\x00\x01")
+	el(0x00280100, "US", "\x10\x00")
+	el(0x00280101, "US", "\x10\x00")
+	el(0x00280102, "US", "\x0f\x00")
+	el(0x00280103, "US", "\x00\x00")
+	head = explicitLE.appendHeader(head, tagPixelData, "OW", uint32(size))
+	path := filepath.Join(t.TempDir(), "large.dcm")
+	if err := writePart10(path, ExplicitVRLittleEndian, ctStorage, sop, head); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, &patternReader{n: size}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	m := basicMasker(t, mask.DICOMOptions{})
+	scp, dir := startStoreSCP(t)
+	r := startRelay(t, m, scp)
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	go func() {
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+		}
+	}()
+	host, port, _ := net.SplitHostPort(r.addr)
+	start := time.Now()
+	out, err := runTool(t, "storescu", "-aec", "STORESCP", host, port, path)
+	close(stop)
+	if err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	elapsed := time.Since(start)
+	files := receivedFiles(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("storescp received %d files", len(files))
+	}
+	dump, err := runTool(t, "dcmdump", "-q", "-M", "+P", "PatientIdentityRemoved", "+P", "PatientID", "+P", "PatientName", files[0])
+	if err != nil || !strings.Contains(dump, "[YES]") || strings.Contains(dump, "CANARY") || !strings.Contains(dump, m.keyer.Token("patient-id", "LARGE-9")) {
+		t.Errorf("dcmdump: %v\n%s", err, dump)
+	}
+	got, err := os.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	st, _ := got.Stat()
+	tail := sha256.New()
+	if _, err := io.Copy(tail, io.NewSectionReader(got, st.Size()-size, size)); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.New()
+	io.Copy(want, &patternReader{n: size})
+	if !bytes.Equal(tail.Sum(nil), want.Sum(nil)) {
+		t.Errorf("pixel data not byte-identical")
+	}
+	grew := int64(peak.Load()) - int64(base.HeapInuse)
+	t.Logf("%d MiB storescu -> relay -> storescp in %v; relay heap in use grew by at most %.1f MiB", mib,
+		elapsed.Round(time.Millisecond), float64(grew)/(1<<20))
+	if grew > 32<<20 {
+		t.Errorf("heap grew by %d MiB", grew>>20)
+	}
 }
