@@ -263,7 +263,7 @@ func (x *run) value(s syntax, h header, vr string, rl rule, top bool) error {
 	reported := top && (h.tag == tagStudyUID || h.tag == tagSeriesUID || h.tag == tagSOPInstance)
 	needValue := capture || reported
 	switch rl.act {
-	case actPseudonym, actDateShift, actUID, actGeneralize:
+	case actPseudonym, actDateShift, actUID, actGeneralize, actRestore:
 		needValue = true
 	case actClean:
 		needValue = needValue || textVR(vr)
@@ -386,11 +386,23 @@ func (x *run) transform(tag uint32, vr string, rl rule, v []byte) (out []byte, d
 			if s == "" {
 				return "", true
 			}
-			return x.m.keyer.Token(kind, s), true
+			tok := x.m.keyer.Token(kind, s)
+			if x.m.index != nil && kind == pseudonym.KindPatientID {
+				x.m.index.put(tok, s)
+			}
+			return tok, true
 		})
 		return pad(vr, b), false
 	case actUID:
 		return x.uids(v), false
+	case actRestore:
+		b, _ := mapValues(v, func(s string) (string, bool) {
+			if o, ok := x.m.index.get(s); ok {
+				return o, true
+			}
+			return s, true
+		})
+		return pad(vr, b), false
 	case actGeneralize:
 		b, ok := mapValues(v, func(s string) (string, bool) { return generalize(vr, rl.value, s) })
 		if !ok {
@@ -406,7 +418,11 @@ func (x *run) uids(v []byte) []byte {
 		if s == "" {
 			return "", true
 		}
-		return x.m.keyer.UID(s), true
+		u := x.m.keyer.UID(s)
+		if x.m.index != nil {
+			x.m.index.put(u, s)
+		}
+		return u, true
 	})
 	return pad("UI", b)
 }

@@ -363,35 +363,8 @@ func TestOdilStoreThroughRelay(t *testing.T) {
 // pseudonyms and remapped UIDs, names and dates do not arrive.
 func TestFindSCUThroughRelay(t *testing.T) {
 	requireTools(t, "dcmqrscp", "findscu", "storescu", "dcmdump")
-	dir := t.TempDir()
-	db := filepath.Join(dir, "db")
-	os.Mkdir(db, 0o755)
-	port := freePort(t)
-	cfg := fmt.Sprintf(`NetworkTCPPort = %d
-MaxPDUSize = 16384
-MaxAssociations = 16
-HostTable BEGIN
-HostTable END
-VendorTable BEGIN
-VendorTable END
-AETable BEGIN
-ARCHIVE %s RW (200, 1024mb) ANY
-AETable END
-`, port, db)
-	cfgPath := filepath.Join(dir, "dcmqrscp.cfg")
-	os.WriteFile(cfgPath, []byte(cfg), 0o644)
-	startProcess(t, "dcmqrscp", "-c", cfgPath)
-	archive := fmt.Sprintf("127.0.0.1:%d", port)
-	waitListening(t, archive)
 	names := []string{"CT_small.dcm", "MR_small.dcm", "rtdose.dcm"}
-	var files []string
-	for _, n := range names {
-		files = append(files, samplePath(n))
-	}
-	if out, err := runTool(t, "storescu", append([]string{"-aec", "ARCHIVE", "127.0.0.1", fmt.Sprint(port)}, files...)...); err != nil {
-		t.Fatalf("storescu into the archive: %v\n%s", err, out)
-	}
-
+	archive := startArchive(t, names)
 	m := basicMasker(t, mask.DICOMOptions{RetainLongitudinalModifiedDates: true})
 	r := startRelayMasking(t, nil, m, archive)
 	host, rport, _ := net.SplitHostPort(r.addr)
@@ -444,5 +417,111 @@ AETable END
 	}
 	if len(objs) != len(names) {
 		t.Errorf("%d objects reported, want %d", len(objs), len(names))
+	}
+}
+
+// startArchive runs dcmtk's dcmqrscp as an archive called ARCHIVE and
+// stores the sample files into it directly.
+func startArchive(t *testing.T, names []string) string {
+	t.Helper()
+	dir := t.TempDir()
+	db := filepath.Join(dir, "db")
+	os.Mkdir(db, 0o755)
+	port := freePort(t)
+	cfg := fmt.Sprintf(`NetworkTCPPort = %d
+MaxPDUSize = 16384
+MaxAssociations = 16
+HostTable BEGIN
+HostTable END
+VendorTable BEGIN
+VendorTable END
+AETable BEGIN
+ARCHIVE %s RW (200, 1024mb) ANY
+AETable END
+`, port, db)
+	cfgPath := filepath.Join(dir, "dcmqrscp.cfg")
+	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	startProcess(t, "dcmqrscp", "-c", cfgPath)
+	archive := fmt.Sprintf("127.0.0.1:%d", port)
+	waitListening(t, archive)
+	var files []string
+	for _, n := range names {
+		files = append(files, samplePath(n))
+	}
+	if out, err := runTool(t, "storescu", append([]string{"-aec", "ARCHIVE", "127.0.0.1", fmt.Sprint(port)}, files...)...); err != nil {
+		t.Fatalf("storescu into the archive: %v\n%s", err, out)
+	}
+
+	return archive
+}
+
+// TestRetrieveByPseudonym: a peer that only ever saw the archive's masked
+// answers queries by patient pseudonym and retrieves with C-GET by a
+// remapped study UID; the archive's relay translates both back, and what
+// the peer receives is masked.
+func TestRetrieveByPseudonym(t *testing.T) {
+	requireTools(t, "dcmqrscp", "findscu", "getscu", "storescu", "dcmdump")
+	archive := startArchive(t, []string{"CT_small.dcm", "MR_small.dcm", "rtdose.dcm"})
+	m := basicMasker(t, mask.DICOMOptions{})
+	ix := NewIndex(0)
+	r := startRelayMasking(t, NewRestorer(ix), m.WithIndex(ix), archive)
+	host, port, _ := net.SplitHostPort(r.addr)
+	ct := readPart10(t, samplePath("CT_small.dcm"))
+	ctDS, _ := parseTree(ct.dataset, explicitLE)
+	pid := trimValue(find(ctDS, tagPatientID).value)
+	study := trimValue(find(ctDS, tagStudyUID).value)
+	token, remapped := m.keyer.Token("patient-id", pid), m.keyer.UID(study)
+
+	// The peer learns the pseudonyms from a first query.
+	if out, err := runTool(t, "findscu", "-S", "-aec", "ARCHIVE", "-k", "QueryRetrieveLevel=STUDY",
+		"-k", "PatientID", "-k", "StudyInstanceUID", host, port); err != nil {
+		t.Fatalf("findscu: %v\n%s", err, out)
+	}
+	// A query by pseudonym finds that patient's study, masked.
+	out := t.TempDir()
+	res, err := runTool(t, "findscu", "-S", "-aec", "ARCHIVE", "-X", "-od", out, "-k", "QueryRetrieveLevel=STUDY",
+		"-k", "PatientID="+token, "-k", "StudyInstanceUID", "-k", "PatientName", host, port)
+	if err != nil {
+		t.Fatalf("findscu: %v\n%s", err, res)
+	}
+	rsps, _ := filepath.Glob(filepath.Join(out, "rsp*.dcm"))
+	if len(rsps) != 1 {
+		t.Fatalf("query by pseudonym found %d studies, want 1\n%s", len(rsps), res)
+	}
+	p := readPart10(t, rsps[0])
+	ds, _ := parseTree(p.dataset, explicitLE)
+	if got := trimValue(find(ds, tagStudyUID).value); got != remapped {
+		t.Errorf("study UID %q, want the remapped %q", got, remapped)
+	}
+	if got := trimValue(find(ds, tagPatientID).value); got != token {
+		t.Errorf("patient ID %q, want the pseudonym", got)
+	}
+	// C-GET by the remapped study UID delivers the masked object.
+	got := t.TempDir()
+	res, err = runTool(t, "getscu", "-S", "-aec", "ARCHIVE", "-od", got, "-k", "QueryRetrieveLevel=STUDY",
+		"-k", "StudyInstanceUID="+remapped, host, port)
+	if err != nil {
+		t.Fatalf("getscu: %v\n%s", err, res)
+	}
+	files, _ := filepath.Glob(filepath.Join(got, "*"))
+	if len(files) != 1 {
+		t.Fatalf("C-GET delivered %d objects, want 1\n%s", len(files), res)
+	}
+	recv := readPart10(t, files[0])
+	s, _ := syntaxOf(recv.ts)
+	rds, err := parseTree(recv.dataset, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if trimValue(find(rds, tagStudyUID).value) != remapped || trimValue(find(rds, tagPatientID).value) != token ||
+		trimValue(find(rds, tagIdentityRem).value) != "YES" {
+		t.Errorf("retrieved object is not masked")
+	}
+	raw, _ := os.ReadFile(files[0])
+	if bytes.Contains(raw, []byte(study)) || bytes.Contains(raw, []byte("CompressedSamples")) {
+		t.Errorf("retrieved object carries original identifiers")
+	}
+	if _, errs := r.results(); len(errs) > 0 {
+		t.Fatalf("relay: %v", errs)
 	}
 }

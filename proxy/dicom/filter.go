@@ -253,17 +253,31 @@ func (d *direction) message() error {
 		return err
 	}
 	field := c.field()
+	// A Restorer parses only the identifiers of requests; every other
+	// data set passes through as it came.
+	parse := !d.m.restore || field == CFindRQ || field == CGetRQ || field == CMoveRQ
 	var s syntax
-	if c.hasDataSet() {
+	if c.hasDataSet() && parse {
 		if s, ok = syntaxOf(ts); !ok {
 			return errorf(ReasonTransferSyntax, "transfer syntax %s of context %d cannot be masked", ts, ctx)
 		}
 	}
-	if d.m.remapsInstances() {
-		for _, t := range []uint32{tagAffectedSOPInstance, tagRequestedSOPInst} {
-			if v, ok := c.get(t); ok && len(trimValue(v)) > 0 {
-				c.set(t, pad("UI", []byte(d.m.keyer.UID(trimValue(v)))))
+	for _, t := range []uint32{tagAffectedSOPInstance, tagRequestedSOPInst} {
+		v, ok := c.get(t)
+		if !ok || len(trimValue(v)) == 0 {
+			continue
+		}
+		switch {
+		case d.m.restore:
+			if o, ok := d.m.index.get(trimValue(v)); ok {
+				c.set(t, pad("UI", []byte(o)))
 			}
+		case d.m.remapsInstances():
+			u := d.m.keyer.UID(trimValue(v))
+			if d.m.index != nil {
+				d.m.index.put(u, trimValue(v))
+			}
+			c.set(t, pad("UI", []byte(u)))
 		}
 	}
 	w := d.newWriter(ctx, true, nil)
@@ -288,6 +302,16 @@ func (d *direction) message() error {
 	} else {
 		d.dsr.Reset(fragmentReader{d, ctx})
 	}
+	if !parse {
+		if _, err := io.Copy(w, d.dsr); err != nil {
+			return d.endAborted(err)
+		}
+		if err := w.close(); err != nil {
+			return err
+		}
+		d.inMsg = false
+		return nil
+	}
 	obj := d.m.object(CommandName(field))
 	query := field == CFindRQ || field == CGetRQ || field == CMoveRQ
 	if err := d.m.maskDataSet(w, d.dsr, s, query, field == CStoreRQ, &obj); err != nil {
@@ -298,7 +322,7 @@ func (d *direction) message() error {
 	}
 	d.inMsg = false
 	obj.SHA256 = hex.EncodeToString(h.Sum(nil))
-	if d.report != nil {
+	if d.report != nil && !d.m.restore {
 		d.report(obj)
 	}
 	return nil

@@ -23,6 +23,7 @@ const (
 	actUID
 	actGeneralize
 	actClean
+	actRestore
 )
 
 var actions = map[mask.Action]action{
@@ -83,6 +84,11 @@ type Masker struct {
 	deidCodes   []mask.DICOMCode
 	inserts     []insert // besides the de-identification attributes
 	needContext bool     // some action depends on the patient's ID or name
+	// index, when set, records the pseudonyms and UIDs written.
+	index *Index
+	// restore marks a Restorer: it translates identifiers back in
+	// requests, passes other data sets through and reports nothing.
+	restore bool
 }
 
 // NewMasker compiles the DICOM part of p. With p.DICOMBasic the rules
