@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -312,8 +311,6 @@ func TestDeflatedRefused(t *testing.T) {
 		t.Errorf("storescp stored %v", got)
 	}
 }
-
-var _ = io.EOF
 
 // TestOdilStoreThroughRelay sends with odil, which packs PDUs its own
 // way: the command and the first data set fragment in one PDU, fragments

@@ -225,8 +225,7 @@ func (d *direction) message() error {
 	}
 	d.inMsg = true
 	ctx := d.ctx
-	abstract, ts, ok := d.a.Context(ctx)
-	_ = abstract
+	_, ts, ok := d.a.Context(ctx)
 	if !ok {
 		return errorf(ReasonMalformedPDV, "presentation context %d was not accepted", ctx)
 	}

@@ -327,7 +327,7 @@ func checkMaskedAs(t *testing.T, m *Masker, in []byte, sin syntax, out []byte, s
 			if n.seq {
 				continue
 			}
-			want := x(k.UID(trimValue(n.value)))
+			want := k.UID(trimValue(n.value))
 			if trimValue(n.value) == "" {
 				want = ""
 			}
@@ -364,8 +364,6 @@ func checkMaskedAs(t *testing.T, m *Masker, in []byte, sin syntax, out []byte, s
 		}
 	}
 }
-
-func x(s string) string { return s }
 
 // pathStack returns the sequence tags around the element at path p, and
 // whether every enclosing sequence was kept with its items in the output
