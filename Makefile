@@ -51,6 +51,11 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
 bench: build ## run the system benchmarks side by side; writes bench/results/
 	$(GO) run ./bench -bin $(BIN) -out bench/results
 
+.PHONY: bench-deps
+bench-deps: ## install the TLS proxies the benchmarks compare against (stunnel, HAProxy, nginx)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stunnel4 haproxy nginx-light libnginx-mod-stream
+	-systemctl stop haproxy nginx 2>/dev/null
+
 .PHONY: bench-check
 bench-check: ## exit non-zero when a ratio in bench/results/latest.json is below its target
 	$(GO) run ./bench -check bench/results/latest.json
