@@ -19,9 +19,16 @@ import (
 // codecs are the protocols a route can name, each with the codec that
 // masks it.
 var codecs = map[string]proxy.Codec{
-	"dicom": func(p *mask.Profile, env mask.Env, _ bool) (mask.Filter, mask.Filter, error) {
+	"dicom": func(p *mask.Profile, env mask.Env, inbound bool) (mask.Filter, mask.Filter, error) {
 		if !p.DICOMBasic && len(p.DICOM) == 0 {
 			return nil, nil, fmt.Errorf("masking profile %s has no DICOM rules; it would let DICOM data cross unmasked", p.Name)
+		}
+		if inbound {
+			// Beside the archive: remember what each pseudonym and remapped
+			// UID stands for, so a peer can query by pseudonym and retrieve
+			// by remapped UID. The index stays in this sidecar's memory, in
+			// the data's own jurisdiction.
+			return dicom.CodecWithIndex(dicomIndex)(p, env)
 		}
 		return dicom.Codec(p, env)
 	},
@@ -54,6 +61,10 @@ var codecs = map[string]proxy.Codec{
 		return c.Filter, nil, nil
 	},
 }
+
+// dicomIndex maps the pseudonyms and remapped UIDs this sidecar has sent
+// back to what they stand for (bounded; in memory only).
+var dicomIndex = dicom.NewIndex(0)
 
 // pseudonymLabel names the keyring-derived key of keyed pseudonyms; the
 // same keyring gives the same pseudonyms in every sidecar.
