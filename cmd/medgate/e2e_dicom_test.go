@@ -41,7 +41,14 @@ spec: {direction: outbound, dataClass: imaging, allow: ["spiffe://hospital.examp
 // TestE2EDICOMStoreDeidentified pushes pydicom's sample objects with the
 // real storescu from an EU modality through two sidecars to a real
 // storescp at a lab in CN; the EU sidecar de-identifies them on the way.
+// It runs over TCP and over QUIC.
 func TestE2EDICOMStoreDeidentified(t *testing.T) {
+	for _, transport := range []string{"tcp", "quic"} {
+		t.Run(transport, func(t *testing.T) { testDICOMStore(t, transport) })
+	}
+}
+
+func testDICOMStore(t *testing.T, transport string) {
 	for _, tool := range []string{"storescu", "storescp", "dcmdump"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (apt-get install dcmtk)", tool)
@@ -72,6 +79,7 @@ func TestE2EDICOMStoreDeidentified(t *testing.T) {
 	outEnv["MEDGATE_OUTBOUND_PEER"] = in.in
 	outEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/cn/lab"
 	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
+	outEnv["MEDGATE_OUTBOUND_TRANSPORT"] = transport
 	outEnv["MEDGATE_POLICY_FILE"] = policy
 	out := startSidecar(t, outEnv)
 	host, oport := splitHostPort(t, out.out)
@@ -121,6 +129,11 @@ func TestE2EDICOMStoreDeidentified(t *testing.T) {
 	}
 	if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < len(tests) {
 		t.Errorf("%d object events for %d objects", len(evs), len(tests))
+	}
+	if transport == "quic" {
+		if _, metrics := out.get("/metrics"); !strings.Contains(metrics, `medgate_tls_handshakes_total{result="ok",side="dial_quic"} 1`) {
+			t.Error("the objects did not travel over one QUIC connection")
+		}
 	}
 }
 
