@@ -26,8 +26,10 @@ type sink struct {
 	held []net.Conn
 }
 
-func startSink() (*sink, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func startSink() (*sink, error) { return startSinkOn("127.0.0.1:0") }
+
+func startSinkOn(addr string) (*sink, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,18 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "sink" || os.Args[1] == "load") {
+		// Re-executed inside a network namespace of the lossy link.
+		run := runSinkMode
+		if os.Args[1] == "load" {
+			run = runLoadMode
+		}
+		if err := run(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, os.Args[1]+":", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "relay" {
 		// Re-executed as the plain Go relay baseline.
 		if err := runRelay(os.Args[2:]); err != nil {
@@ -38,16 +50,23 @@ func main() {
 }
 
 type options struct {
-	bin      string
-	out      string
-	rounds   int
-	bulk     int64
-	rr       int
-	idle     int
-	conns    int
-	check    string
-	only     string
-	duration time.Duration
+	bin         string
+	out         string
+	rounds      int
+	bulk        int64
+	rr          int
+	idle        int
+	conns       int
+	lossy       bool
+	lossyN      int
+	lossySize   int64
+	lossyRounds int
+	lossyRTT    time.Duration
+	lossyLoss   float64
+	lossyMbps   float64
+	check       string
+	only        string
+	duration    time.Duration
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -60,6 +79,13 @@ func run(args []string, stdout io.Writer) error {
 	fs.IntVar(&o.rr, "rr", 2000, "100-byte round trips per latency run")
 	fs.IntVar(&o.idle, "idle", 2000, "idle proxied connections for the memory figure")
 	fs.IntVar(&o.conns, "conns", 300, "new connections per connection-rate run")
+	fs.BoolVar(&o.lossy, "lossy", true, "compare QUIC and TCP over an emulated 100 ms RTT, 1% loss link (needs root and ip netns; skipped otherwise)")
+	fs.IntVar(&o.lossyN, "lossy-n", 50, "parallel objects per lossy-link round")
+	lossyMiB := fs.Int("lossy-mib", 1, "MiB per object on the lossy link")
+	fs.IntVar(&o.lossyRounds, "lossy-rounds", 1, "rounds on the lossy link (a QUIC round can take minutes)")
+	fs.DurationVar(&o.lossyRTT, "lossy-rtt", 100*time.Millisecond, "round-trip time of the emulated link")
+	fs.Float64Var(&o.lossyLoss, "lossy-loss", 0.01, "packet loss of the emulated link, each way")
+	fs.Float64Var(&o.lossyMbps, "lossy-mbps", 100, "bandwidth of the emulated link, each way")
 	fs.StringVar(&o.check, "check", "", "only check the ratios in this results file against their targets")
 	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this")
 	fs.DurationVar(&o.duration, "max", 20*time.Minute, "stop after this long in all")
@@ -67,6 +93,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	o.bulk = int64(*bulkMiB) << 20
+	o.lossySize = int64(*lossyMiB) << 20
 	if o.check != "" {
 		return check(o.check, stdout)
 	}

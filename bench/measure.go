@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -161,6 +162,13 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		summarize("", "", seal).Median, summarize("", "", rawSeal).Median, summarize("", "", open).Median, summarize("", "", rawOpen).Median)
 	res.Figures["crypto_mbps"] = []Figure{summarize("stream-seal", "MB/s", seal), summarize("raw-gcm-seal", "MB/s", rawSeal),
 		summarize("stream-open", "MB/s", open), summarize("raw-gcm-open", "MB/s", rawOpen)}
+	// QUIC against TCP over an emulated long, lossy link.
+	if o.lossy {
+		if err := lossyFigures(ctx, o, pki, work, res, stdout); err != nil {
+			res.Notes = append(res.Notes, "lossy link: "+err.Error())
+			fmt.Fprintf(stdout, "skip lossy link: %v\n", err)
+		}
+	}
 	// Memory per idle proxied connection, one configuration at a time.
 	for _, c := range configs {
 		if len(c.pids) == 0 || o.idle == 0 {
@@ -218,6 +226,7 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 	ratio("seal / raw AES-256-GCM seal (one core)", "crypto_mbps", "stream-seal", "raw-gcm-seal", 0.85, true)
 	ratio("open / raw AES-256-GCM open (one core)", "crypto_mbps", "stream-open", "raw-gcm-open", 0.85, true)
 	// For information: no target.
+	ratio("lossy link time medgate-quic / medgate-tcp", "lossy_seconds", "medgate-quic", "medgate-tcp", 0.5, false)
 	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
 	ratio("new conns/s admission with posture / without", "new_conns_per_s", "medgate-posture", "medgate-tcp", 0, true)
 	ratio("throughput medgate-quic / medgate-tcp (loopback)", "throughput", "medgate-quic", "medgate-tcp", 0, true)
@@ -245,3 +254,34 @@ func percentile(v []float64, p float64) float64 {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// lossyFigures times n parallel objects through a medgate pair over TCP
+// and over QUIC across the emulated link, interleaved.
+func lossyFigures(ctx context.Context, o options, pki *benchPKI, work string, res *Results, stdout io.Writer) error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root for network namespaces and TUN devices")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("needs ip (iproute2)")
+	}
+	l := link{delay: o.lossyRTT / 2, loss: o.lossyLoss, rate: o.lossyMbps * 1e6 / 8}
+	teardown, err := setupLink(l)
+	if err != nil {
+		return err
+	}
+	defer teardown()
+	times := map[string][]float64{}
+	for round := 1; round <= o.lossyRounds; round++ {
+		for _, transport := range []string{"tcp", "quic"} {
+			secs, err := lossyRound(ctx, o, pki, work, transport)
+			if err != nil {
+				return err
+			}
+			times[transport] = append(times[transport], secs)
+			fmt.Fprintf(stdout, "lossy  round %d medgate-%-4s %d x %d MiB in %.2f s (%s RTT, %.1f%% loss, %.0f Mbit/s)\n", round, transport, o.lossyN, o.lossySize>>20, secs, o.lossyRTT, 100*o.lossyLoss, o.lossyMbps)
+		}
+	}
+	res.Figures["lossy_seconds"] = []Figure{summarize("medgate-tcp", "s", times["tcp"]), summarize("medgate-quic", "s", times["quic"])}
+	res.Notes = append(res.Notes, fmt.Sprintf("lossy_seconds: %d parallel objects of %d MiB through a medgate pair across an emulated link of %s RTT, %.1f%% loss each way and %.0f Mbit/s (TUN devices between two network namespaces)", o.lossyN, o.lossySize>>20, o.lossyRTT, 100*o.lossyLoss, o.lossyMbps))
+	return nil
+}
