@@ -49,11 +49,7 @@ func startPeerPair(ctx context.Context, name, sink string, pki *benchPKI, work s
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	far, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	near, err := freePort()
+	far, near, err := pairPorts()
 	if err != nil {
 		return nil, err
 	}

@@ -134,6 +134,16 @@ func freePort() (string, error) {
 	return ln.Addr().String(), nil
 }
 
+// pairPorts returns free loopback addresses for the far and near proxy of
+// a pair.
+func pairPorts() (far, near string, err error) {
+	if far, err = freePort(); err != nil {
+		return "", "", err
+	}
+	near, err = freePort()
+	return far, near, err
+}
+
 func startProc(ctx context.Context, logPath, bin string, env []string, args ...string) (*exec.Cmd, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -166,11 +176,7 @@ func startRelayPair(ctx context.Context, name, sink string, pki *benchPKI, work 
 	if err != nil {
 		return nil, err
 	}
-	far, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	near, err := freePort()
+	far, near, err := pairPorts()
 	if err != nil {
 		return nil, err
 	}
@@ -286,11 +292,7 @@ func startMedgatePair(ctx context.Context, bin, name, sink string, pki *benchPKI
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("medgate binary: %w (run make build)", err)
 	}
-	inAddr, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	outAddr, err := freePort()
+	inAddr, outAddr, err := pairPorts()
 	if err != nil {
 		return nil, err
 	}
