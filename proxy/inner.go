@@ -64,20 +64,40 @@ var errContext = errors.New("proxy: inner stream sealed for another context")
 // pumpSealed seals src into the tunnel: the stream header and segments in
 // data frames, the final segment at src's end, then an end frame. Each read
 // of src is sealed at once, so request and response protocols see no delay.
+// The record writer, with its segment-sized buffers, is made only when the
+// app's first bytes arrive: an idle session holds a small buffer, and the
+// peer's reader allocates nothing until the header comes.
 func pumpSealed(tun io.Writer, src io.Reader, k *innerKeys, activity func(int)) (int64, error) {
-	fw := &frameWriter{w: tun}
-	w, err := stream.NewWriter(fw, k.send, k.sendHdr)
+	first := make([]byte, smallRead)
+	n, rerr := src.Read(first)
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		return 0, rerr
+	}
+	w, err := stream.NewWriter(&frameWriter{w: tun}, k.send, k.sendHdr)
 	if err != nil {
 		return 0, err
 	}
-	n, err := w.ReadFrom(&countingReader{r: src, activity: activity})
-	if err != nil {
-		return n, err
+	total := int64(n)
+	if n > 0 {
+		activity(n)
+		if _, err := w.Write(first[:n]); err != nil {
+			return 0, err
+		}
+		if err := w.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	if rerr == nil {
+		m, err := w.ReadFrom(&countingReader{r: src, activity: activity})
+		total += m
+		if err != nil {
+			return total, err
+		}
 	}
 	if err := w.Close(); err != nil {
-		return n, err
+		return total, err
 	}
-	return n, writeFrame(tun, frameEnd, nil)
+	return total, writeFrame(tun, frameEnd, nil)
 }
 
 // openSealed returns a reader of the peer's plaintext from its sealed

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // Reader opens a stream sealed by a Writer.
@@ -28,13 +29,13 @@ type Reader struct {
 	aead  cipher.AEAD
 	ad    [adSize]byte
 	word  [wordSize]byte
-	frame []byte // nonce, ciphertext and tag of one segment
-	pt    []byte // plaintext of the current segment, opened in place in frame
-	seg   int    // segment size
-	off   int    // bytes of pt already returned
-	index uint64 // index of the next segment
-	last  bool   // the final segment has been opened
-	err   error  // sticky; io.EOF at the end
+	frame *[]byte // nonce, ciphertext and tag of one segment; nil between segments
+	pt    []byte  // plaintext of the current segment, opened in place in frame
+	seg   int     // segment size
+	off   int     // bytes of pt already returned
+	index uint64  // index of the next segment
+	last  bool    // the final segment has been opened
+	err   error   // sticky; io.EOF at the end
 }
 
 // NewReader reads the stream header from src, asks key for the data key,
@@ -62,11 +63,10 @@ func NewReader(src io.Reader, key KeyFunc) (*Reader, error) {
 		return nil, err
 	}
 	r := &Reader{
-		src:   src,
-		hdr:   raw.Header,
-		aead:  aead,
-		frame: make([]byte, 0, raw.SegmentSize+nonceSize+gcmTagSize),
-		seg:   raw.SegmentSize,
+		src:  src,
+		hdr:  raw.Header,
+		aead: aead,
+		seg:  raw.SegmentSize,
 	}
 	hh := sha256.Sum256(raw.bytes)
 	copy(r.ad[:], hh[:])
@@ -88,6 +88,7 @@ func (r *Reader) Header() Header {
 // error.
 func (r *Reader) Read(p []byte) (int, error) {
 	for r.off == len(r.pt) {
+		r.release()
 		if r.err != nil {
 			return 0, r.err
 		}
@@ -124,6 +125,9 @@ func (r *Reader) WriteTo(dst io.Writer) (int64, error) {
 		}
 		n, err := dst.Write(r.pt[r.off:])
 		r.off += n
+		if r.off == len(r.pt) {
+			r.release()
+		}
 		total += int64(n)
 		if err == nil && r.off < len(r.pt) {
 			err = io.ErrShortWrite
@@ -163,7 +167,10 @@ func (r *Reader) next(into []byte) int {
 		r.fail(fmt.Errorf("%w: segment %d is empty and not final", ErrAuthFailed, r.index))
 		return 0
 	}
-	frame := r.frame[:nonceSize+n+gcmTagSize]
+	if r.frame == nil {
+		r.frame = getFrame(r.seg)
+	}
+	frame := (*r.frame)[:nonceSize+n+gcmTagSize]
 	if _, err := io.ReadFull(r.src, frame); err != nil {
 		r.fail(r.readErr(err))
 		return 0
@@ -218,7 +225,40 @@ func (r *Reader) checkEnd() error {
 
 func (r *Reader) fail(err error) {
 	r.err = err
-	clear(r.frame[:cap(r.frame)])
+	if r.frame != nil {
+		clear((*r.frame)[:cap(*r.frame)])
+	}
+	r.release()
+}
+
+// release returns the segment buffer once its plaintext has been consumed,
+// so a reader waiting for the next segment holds no segment-sized buffer.
+func (r *Reader) release() {
+	if r.frame != nil {
+		putFrame(r.seg, r.frame)
+		r.frame = nil
+	}
 	r.pt = nil
 	r.off = 0
+}
+
+// framePool holds segment buffers of the default segment size; other sizes
+// are allocated and left to the garbage collector.
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, DefaultSegmentSize+nonceSize+gcmTagSize)
+	return &b
+}}
+
+func getFrame(seg int) *[]byte {
+	if seg == DefaultSegmentSize {
+		return framePool.Get().(*[]byte)
+	}
+	b := make([]byte, seg+nonceSize+gcmTagSize)
+	return &b
+}
+
+func putFrame(seg int, b *[]byte) {
+	if seg == DefaultSegmentSize {
+		framePool.Put(b)
+	}
 }
