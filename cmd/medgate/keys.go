@@ -137,10 +137,7 @@ func runKeys(ctx context.Context, args []string, environ map[string]string, stdo
 	return nil
 }
 
-const sealUsage = `Usage: medgate seal [--in FILE] [--out FILE] [--keyring SPEC] [--route NAME] [--jurisdiction CODE]
-       medgate open [--in FILE] [--out FILE] [--keyring SPEC]
-
-'seal' encrypts with medgate's record format (AES-256-GCM segments under a
+const sealUsage = `'seal' encrypts with medgate's record format (AES-256-GCM segments under a
 fresh data key, wrapped by the keyring's current key and carried in the
 header); 'open' decrypts and verifies every segment. Standard input and
 output are used when --in or --out is omitted. 'open --out' writes a
@@ -160,7 +157,7 @@ func runOpen(ctx context.Context, args []string, environ map[string]string, stdo
 }
 
 func sealOrOpen(ctx context.Context, op string, args []string, environ map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet(op, strings.TrimPrefix(sealUsage, "Usage: "), stdout)
+	fs := newFlagSet(op, sealUsage, stdout)
 	in := fs.String("in", "", "input file (default standard input)")
 	out := fs.String("out", "", "output file (default standard output)")
 	spec := fs.String("keyring", environ["MEDGATE_KEYRING"], "keyring file, or pkcs11:module=...;token=...")

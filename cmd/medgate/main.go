@@ -69,7 +69,7 @@ func commands() map[string]command {
 		"keys":    {"create, rotate, list and retire the envelope keyring's keys", runKeys},
 		"seal":    {"encrypt a file at rest in medgate's record format", runSeal},
 		"open":    {"decrypt and verify a sealed file", runOpen},
-		"demo":    {"run two sidecars, an app and a refused peer on this machine, and report", runDemo},
+		"demo":    {"run sidecars, a PACS, an HL7 feed across a border and refused peers here, and report", runDemo},
 		"version": {"print the version", func(_ context.Context, _ []string, _ map[string]string, stdout, _ io.Writer) error {
 			fmt.Fprintf(stdout, "medgate %s\n", version)
 			return nil
