@@ -235,7 +235,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	}
 	// An HL7 feed from the EU hospital's RIS to an EHR in the US: the
 	// RIS's sidecar de-identifies what leaves the EU.
-	ehrApp, ehrReceived, err := demoMLLPReceiver()
+	ehrApp, ehrReceived, err := mllpReceiver()
 	if err != nil {
 		return err
 	}
@@ -327,7 +327,10 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	if err != nil {
 		return fmt.Errorf("demo: HL7 feed: %w", err)
 	}
-	got := ehrReceived()
+	var got string
+	if all := ehrReceived(); len(all) > 0 {
+		got = all[len(all)-1]
+	}
 	if !strings.Contains(ack, "MSA|AA") || got == "" || strings.Contains(got, "DOE") || strings.Contains(got, "4711") {
 		return errors.New("demo: the HL7 message did not arrive de-identified, or its ACK did not come back")
 	}
@@ -402,15 +405,16 @@ func mustPatterns(s string) identity.Patterns {
 	return ps
 }
 
-// demoMLLPReceiver is the US EHR's HL7 interface: it keeps the last
-// message and acknowledges each.
-func demoMLLPReceiver() (net.Listener, func() string, error) {
+// mllpReceiver is an HL7 interface (the demo's US EHR, and the tests'
+// receiver): it keeps every message it receives and acknowledges each with
+// MSA|AA and the message's control ID (MSH-10).
+func mllpReceiver() (net.Listener, func() []string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
 	var mu sync.Mutex
-	var last string
+	var got []string
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -429,15 +433,20 @@ func demoMLLPReceiver() (net.Listener, func() string, error) {
 						return
 					}
 					r.ReadByte()
+					text := string(msg[:len(msg)-1])
 					mu.Lock()
-					last = string(msg[:len(msg)-1])
+					got = append(got, text)
 					mu.Unlock()
-					io.WriteString(c, "\x0bMSH|^~\\&|EHR|US-CLINIC|RIS|EU-HOSPITAL|20261122091501||ACK|ACK0001|P|2.5\rMSA|AA|DEMO0001\r\x1c\x0d")
+					ctrl := ""
+					if f := strings.Split(strings.SplitN(text, "\r", 2)[0], "|"); len(f) > 9 {
+						ctrl = f[9]
+					}
+					io.WriteString(c, "\x0bMSH|^~\\&|EHR|US-CLINIC|RIS|EU-HOSPITAL|20261122091501||ACK|A"+ctrl+"|P|2.5\rMSA|AA|"+ctrl+"\r\x1c\x0d")
 				}
 			}()
 		}
 	}()
-	return ln, func() string { mu.Lock(); defer mu.Unlock(); return last }, nil
+	return ln, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }, nil
 }
 
 // sendMLLP sends one HL7 message framed for MLLP and returns the answer.

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -40,48 +37,16 @@ metadata: {name: default}
 spec: {direction: outbound, dataClass: records, allow: ["spiffe://hospital.example/us/*"]}
 `
 
-// hl7Receiver is an MLLP receiver that records messages and acknowledges
-// each with MSA|AA and the message's control ID.
+// hl7Receiver starts the MLLP receiver the demo uses and returns its
+// address and everything it has received so far.
 func hl7Receiver(t *testing.T) (string, func() string) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, received, err := mllpReceiver()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	var mu sync.Mutex
-	var got strings.Builder
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					if _, err := r.ReadBytes(0x0b); err != nil {
-						return
-					}
-					msg, err := r.ReadBytes(0x1c)
-					if err != nil {
-						return
-					}
-					r.ReadByte()
-					mu.Lock()
-					got.Write(msg)
-					mu.Unlock()
-					ctrl := ""
-					if f := strings.Split(strings.SplitN(string(msg), "\r", 2)[0], "|"); len(f) > 9 {
-						ctrl = f[9]
-					}
-					io.WriteString(c, "\x0bMSH|^~\\&|EHR|US|RIS|EU|20261122||ACK|A"+ctrl+"|P|2.5\rMSA|AA|"+ctrl+"\r\x1c\x0d")
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String(), func() string { mu.Lock(); defer mu.Unlock(); return got.String() }
+	return ln.Addr().String(), func() string { return strings.Join(received(), "\r") }
 }
 
 // TestE2EHL7MaskedAcrossTheBorder sends ADT^A01 and ORU^R01 with the real
