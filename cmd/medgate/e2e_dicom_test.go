@@ -145,6 +145,21 @@ func testDICOMStore(t *testing.T, transport string) {
 	if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < len(tests) {
 		t.Errorf("%d object events for %d objects", len(evs), len(tests))
 	}
+	// Fail closed: a deflated data set cannot be masked in line, so the
+	// association is aborted, nothing is stored, and the event says why.
+	if transport == "tcp" {
+		before, _ := filepath.Glob(filepath.Join(recv, "*"))
+		o, err := exec.Command("storescu", "-aec", "STORESCP", "-xd", host, oport, filepath.Join(samples, "image_dfl.dcm")).CombinedOutput()
+		if err == nil && !strings.Contains(string(o), "E:") {
+			t.Errorf("a deflated object was accepted on a masked route:\n%s", o)
+		}
+		if after, _ := filepath.Glob(filepath.Join(recv, "*")); len(after) != len(before) {
+			t.Error("a deflated object reached the store")
+		}
+		if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "session_end" && e["outcome"] == "unmaskable" }); len(evs) == 0 {
+			t.Error("no access event for the refused deflated object")
+		}
+	}
 	if transport == "quic" {
 		if _, metrics := out.get("/metrics"); !strings.Contains(metrics, `medgate_tls_handshakes_total{result="ok",side="dial_quic"} 1`) {
 			t.Error("the objects did not travel over one QUIC connection")
