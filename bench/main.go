@@ -64,6 +64,8 @@ type options struct {
 	lossyRTT    time.Duration
 	lossyLoss   float64
 	lossyMbps   float64
+	dicomMiB    int64
+	dicomRounds int
 	check       string
 	only        string
 	duration    time.Duration
@@ -86,6 +88,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.lossyRTT, "lossy-rtt", 100*time.Millisecond, "round-trip time of the emulated link")
 	fs.Float64Var(&o.lossyLoss, "lossy-loss", 0.01, "packet loss of the emulated link, each way")
 	fs.Float64Var(&o.lossyMbps, "lossy-mbps", 100, "bandwidth of the emulated link, each way")
+	fs.Int64Var(&o.dicomMiB, "dicom-mib", 512, "MiB of pixel data in the masked-DICOM C-STORE figure (0 skips it)")
+	fs.IntVar(&o.dicomRounds, "dicom-rounds", 3, "rounds of the masked-DICOM figure")
 	fs.StringVar(&o.check, "check", "", "only check the ratios in this results file against their targets")
 	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this")
 	fs.DurationVar(&o.duration, "max", 20*time.Minute, "stop after this long in all")

@@ -162,6 +162,13 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		summarize("", "", seal).Median, summarize("", "", rawSeal).Median, summarize("", "", open).Median, summarize("", "", rawOpen).Median)
 	res.Figures["crypto_mbps"] = []Figure{summarize("stream-seal", "MB/s", seal), summarize("raw-gcm-seal", "MB/s", rawSeal),
 		summarize("stream-open", "MB/s", open), summarize("raw-gcm-open", "MB/s", rawOpen)}
+	// A large DICOM C-STORE, masked against unmasked.
+	if o.dicomMiB > 0 {
+		if err := dicomFigures(ctx, o, pki, work, res, stdout); err != nil {
+			res.Notes = append(res.Notes, "masked DICOM: "+err.Error())
+			fmt.Fprintf(stdout, "skip masked DICOM: %v\n", err)
+		}
+	}
 	// QUIC against TCP over an emulated long, lossy link.
 	if o.lossy {
 		if err := lossyFigures(ctx, o, pki, work, res, stdout); err != nil {
@@ -227,6 +234,7 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 	ratio("open / raw AES-256-GCM open (one core)", "crypto_mbps", "stream-open", "raw-gcm-open", 0.85, true)
 	// For information: no target.
 	ratio("lossy link time medgate-quic / medgate-tcp", "lossy_seconds", "medgate-quic", "medgate-tcp", 0.5, false)
+	ratio("DICOM C-STORE masked / unmasked", "dicom_cstore_mbps", "masked", "unmasked", 0.7, true)
 	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
 	ratio("new conns/s admission with posture / without", "new_conns_per_s", "medgate-posture", "medgate-tcp", 0, true)
 	ratio("throughput medgate-quic / medgate-tcp (loopback)", "throughput", "medgate-quic", "medgate-tcp", 0, true)

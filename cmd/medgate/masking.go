@@ -17,8 +17,21 @@ import (
 )
 
 // codecs are the protocols a route can name, each with the codec that
-// masks it.
-var codecs = map[string]proxy.Codec{
+// masks it. Every one needs the keyed pseudonym maker.
+var codecs = map[string]proxy.Codec{}
+
+func init() {
+	for name, c := range rawCodecs {
+		codecs[name] = func(p *mask.Profile, env mask.Env, inbound bool) (mask.Filter, mask.Filter, error) {
+			if env.Keyer == nil {
+				return nil, nil, errors.New("no pseudonym key: masking needs MEDGATE_KEYRING set to a file keyring, from which the key is derived")
+			}
+			return c(p, env, inbound)
+		}
+	}
+}
+
+var rawCodecs = map[string]proxy.Codec{
 	"dicom": func(p *mask.Profile, env mask.Env, inbound bool) (mask.Filter, mask.Filter, error) {
 		if !p.DICOMBasic && len(p.DICOM) == 0 {
 			return nil, nil, fmt.Errorf("masking profile %s has no DICOM rules; it would let DICOM data cross unmasked", p.Name)
