@@ -169,6 +169,13 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 			fmt.Fprintf(stdout, "skip masked DICOM: %v\n", err)
 		}
 	}
+	// HL7 messages per second, masked against unmasked.
+	if o.dicomMiB > 0 {
+		if err := hl7Figures(ctx, o, pki, work, res, stdout); err != nil {
+			res.Notes = append(res.Notes, "masked HL7: "+err.Error())
+			fmt.Fprintf(stdout, "skip masked HL7: %v\n", err)
+		}
+	}
 	// QUIC against TCP over an emulated long, lossy link.
 	if o.lossy {
 		if err := lossyFigures(ctx, o, pki, work, res, stdout); err != nil {
@@ -235,6 +242,7 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 	// For information: no target.
 	ratio("lossy link time medgate-quic / medgate-tcp", "lossy_seconds", "medgate-quic", "medgate-tcp", 0.5, false)
 	ratio("DICOM C-STORE masked / unmasked", "dicom_cstore_mbps", "masked", "unmasked", 0.7, true)
+	ratio("HL7 messages/s masked / unmasked", "hl7_messages_per_s", "masked", "unmasked", 0, true)
 	ratio("throughput medgate-tcp / direct", "throughput", "medgate-tcp", "direct", 0, true)
 	ratio("new conns/s admission with posture / without", "new_conns_per_s", "medgate-posture", "medgate-tcp", 0, true)
 	ratio("throughput medgate-quic / medgate-tcp (loopback)", "throughput", "medgate-quic", "medgate-tcp", 0, true)
