@@ -63,3 +63,25 @@ func TestParsePatternsReportsEveryBadEntry(t *testing.T) {
 		t.Fatalf("ParsePatterns = %v, %v", ps, err)
 	}
 }
+
+func FuzzParsePattern(f *testing.F) {
+	for _, s := range []string{"spiffe://eu.example/pacs", "spiffe://eu.example/*", "spiffe://eu.example/lab/*", "spiffe://eu.example/*/x"} {
+		f.Add(s, "spiffe://eu.example/lab/ws1")
+	}
+	f.Fuzz(func(t *testing.T, pattern, id string) {
+		p, err := ParsePattern(pattern)
+		if err != nil {
+			return
+		}
+		sid, err := spiffeid.FromString(id)
+		if err != nil {
+			return
+		}
+		if p.Match(sid) && sid.TrustDomain() != p.TrustDomain() {
+			t.Fatalf("%s matched %s in another trust domain", p, sid)
+		}
+		if p.Match(sid) && sid.Path() == "" {
+			t.Fatalf("%s matched a trust domain ID %s", p, sid)
+		}
+	})
+}

@@ -98,3 +98,17 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+func FuzzPeekExpiry(f *testing.F) {
+	const holder = "spiffe://jp.example/workstation-1"
+	good := issue(f, exampleSigner(f), goodClaims(holder))
+	f.Add(good)
+	f.Add(tamper(good))
+	f.Add([]byte("eyJhbGciOiJub25lIn0.e30."))
+	f.Fuzz(func(t *testing.T, token []byte) {
+		exp, err := PeekExpiry(token)
+		if err == nil && exp.IsZero() {
+			t.Fatal("no error and no expiry")
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -283,13 +284,17 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 }
 
 func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer f.Close()
+	return parseRoutes(path, data, havePolicy)
+}
+
+// parseRoutes reads a routes file's contents; path names it in errors.
+func parseRoutes(path string, data []byte, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, error) {
 	var rf routesFile
-	dec := yaml.NewDecoder(f)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&rf); err != nil && !errors.Is(err, io.EOF) {
 		return nil, nil, fmt.Errorf("%s: %v", path, err)

@@ -155,3 +155,24 @@ func TestExamplePoliciesLoadInTheSidecar(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseRoutes(f *testing.F) {
+	f.Add([]byte("inbound:\n  - {name: pacs, listen: \"0.0.0.0:8443\", upstream: \"127.0.0.1:4242\", allow: [\"spiffe://lab.example/*\"], protocol: dicom}\noutbound:\n  - {name: to-eu, listen: \"127.0.0.1:11112\", peer: \"eu:8443\", peerID: \"spiffe://eu.example/pacs\", transport: auto}\n"))
+	f.Add([]byte("inbound: [{name: a, colour: blue}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		in, out, err := parseRoutes("routes.yaml", data, false)
+		if err != nil {
+			return
+		}
+		for _, r := range in {
+			if r.Name == "" || len(r.Allow) == 0 {
+				t.Fatalf("accepted an inbound route without a name or allow list: %+v", r)
+			}
+		}
+		for _, r := range out {
+			if r.Name == "" || r.PeerID.IsZero() {
+				t.Fatalf("accepted an outbound route without a name or peer ID: %+v", r)
+			}
+		}
+	})
+}
