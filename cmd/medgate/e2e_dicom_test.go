@@ -11,33 +11,6 @@ import (
 	"time"
 )
 
-const dicomEgressPolicy = `apiVersion: medgate.io/v1
-kind: Jurisdictions
-metadata: {name: sites}
-spec:
-  codes: [EU, CN]
-  bindings:
-    - {id: "spiffe://hospital.example/eu/*", jurisdiction: EU}
-    - {id: "spiffe://hospital.example/cn/*", jurisdiction: CN}
----
-apiVersion: medgate.io/v1
-kind: MaskingProfile
-metadata: {name: imaging-out}
-spec: {reference: PS3.15 Annex E, base: dicom-basic}
----
-apiVersion: medgate.io/v1
-kind: ResidencyRules
-metadata: {name: transfers}
-spec:
-  rules:
-    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: imaging-out}
----
-apiVersion: medgate.io/v1
-kind: AccessPolicy
-metadata: {name: default}
-spec: {direction: outbound, dataClass: imaging, allow: ["spiffe://hospital.example/cn/*"]}
-`
-
 // TestE2EDICOMStoreDeidentified pushes pydicom's sample objects with the
 // real storescu (and odil, which packs PDUs its own way) from an EU
 // modality through two sidecars to a real storescp at a lab in CN; the EU
@@ -72,12 +45,8 @@ func testDICOMStore(t *testing.T, transport string) {
 	inEnv["MEDGATE_INBOUND_UPSTREAM"] = fmt.Sprintf("127.0.0.1:%d", port)
 	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
 	in := startSidecar(t, inEnv)
-	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(policy, []byte(dicomEgressPolicy), 0o600)
-	outEnv := identityEnv(ca.issue("spiffe://hospital.example/eu/modality", time.Hour), ca.bundle())
-	outEnv["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
-	outEnv["MEDGATE_OUTBOUND_PEER"] = in.in
-	outEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/cn/lab"
+	policy := writeBorderPolicy(t, "dicom-basic", "    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: out}\n", "apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {direction: outbound, dataClass: imaging, allow: [\"spiffe://hospital.example/cn/*\"]}\n")
+	outEnv := outboundEnv(ca, "spiffe://hospital.example/eu/modality", in.in, "spiffe://hospital.example/cn/lab")
 	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
 	outEnv["MEDGATE_OUTBOUND_TRANSPORT"] = transport
 	outEnv["MEDGATE_POLICY_FILE"] = policy
@@ -142,7 +111,7 @@ func testDICOMStore(t *testing.T, transport string) {
 			}
 		})
 	}
-	if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < len(tests) {
+	if evs := out.eventsAtLeast(len(tests), func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < len(tests) {
 		t.Errorf("%d object events for %d objects", len(evs), len(tests))
 	}
 	// Fail closed: a deflated data set cannot be masked in line, so the

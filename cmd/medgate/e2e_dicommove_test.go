@@ -29,13 +29,12 @@ func TestE2EDICOMMoveThroughSidecars(t *testing.T) {
 		}
 	}
 	ca := newTestCA(t, "hospital.example")
-	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(policy, []byte(dicomArchivePolicy+`---
+	policy := archivePolicy(t, `---
 apiVersion: medgate.io/v1
 kind: AccessPolicy
 metadata: {name: moves}
 spec: {route: default, direction: outbound, dataClass: imaging, allow: ["spiffe://hospital.example/cn/*"]}
-`), 0o600)
+`)
 
 	// The lab's store in CN, behind its inbound sidecar.
 	store := t.TempDir()
@@ -52,10 +51,7 @@ spec: {route: default, direction: outbound, dataClass: imaging, allow: ["spiffe:
 	cnIn := startSidecar(t, cnEnv)
 
 	// The EU sidecar the archive sends moves through.
-	moverEnv := identityEnv(ca.issue("spiffe://hospital.example/eu/pacs-mover", time.Hour), ca.bundle())
-	moverEnv["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
-	moverEnv["MEDGATE_OUTBOUND_PEER"] = cnIn.in
-	moverEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/cn/lab-store"
+	moverEnv := outboundEnv(ca, "spiffe://hospital.example/eu/pacs-mover", cnIn.in, "spiffe://hospital.example/cn/lab-store")
 	moverEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
 	moverEnv["MEDGATE_POLICY_FILE"] = policy
 	mover := startSidecar(t, moverEnv)
@@ -88,11 +84,7 @@ spec: {route: default, direction: outbound, dataClass: imaging, allow: ["spiffe:
 	inEnv["MEDGATE_INBOUND_PROTOCOL"] = "dicom"
 	inEnv["MEDGATE_POLICY_FILE"] = policy
 	in := startSidecar(t, inEnv)
-	labEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
-	labEnv["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
-	labEnv["MEDGATE_OUTBOUND_PEER"] = in.in
-	labEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/eu/pacs"
-	lab := startSidecar(t, labEnv)
+	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/cn/lab", in.in, "spiffe://hospital.example/eu/pacs"))
 	host, lport := splitHostPort(t, lab.out)
 
 	// The lab learns the study's remapped UID from a query, then moves it.

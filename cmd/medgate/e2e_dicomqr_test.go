@@ -10,32 +10,13 @@ import (
 	"time"
 )
 
-const dicomArchivePolicy = `apiVersion: medgate.io/v1
-kind: Jurisdictions
-metadata: {name: sites}
-spec:
-  codes: [EU, CN]
-  bindings:
-    - {id: "spiffe://hospital.example/eu/*", jurisdiction: EU}
-    - {id: "spiffe://hospital.example/cn/*", jurisdiction: CN}
----
-apiVersion: medgate.io/v1
-kind: MaskingProfile
-metadata: {name: imaging-out}
-spec: {reference: PS3.15 Annex E, base: dicom-basic}
----
-apiVersion: medgate.io/v1
-kind: ResidencyRules
-metadata: {name: transfers}
-spec:
-  rules:
-    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: imaging-out}
----
-apiVersion: medgate.io/v1
-kind: AccessPolicy
-metadata: {name: default}
-spec: {dataClass: imaging, allow: ["spiffe://hospital.example/cn/*"]}
-`
+// archivePolicy is the EU archive's policy: imaging leaves toward CN only
+// de-identified with dicom-basic; extra adds access documents.
+func archivePolicy(t *testing.T, extra string) string {
+	return writeBorderPolicy(t, "dicom-basic",
+		"    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: out}\n",
+		"apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {dataClass: imaging, allow: [\"spiffe://hospital.example/cn/*\"]}\n"+extra)
+}
 
 // dcmValue returns the value of one attribute in a file, as dcmdump shows it.
 func dcmValue(t *testing.T, file, keyword string) string {
@@ -91,19 +72,14 @@ func TestE2EDICOMQueryRetrieveByPseudonym(t *testing.T) {
 	}
 
 	ca := newTestCA(t, "hospital.example")
-	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(policy, []byte(dicomArchivePolicy), 0o600)
+	policy := archivePolicy(t, "")
 	inEnv := identityEnv(ca.issue("spiffe://hospital.example/eu/pacs", time.Hour), ca.bundle())
 	inEnv["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
 	inEnv["MEDGATE_INBOUND_UPSTREAM"] = archive
 	inEnv["MEDGATE_INBOUND_PROTOCOL"] = "dicom"
 	inEnv["MEDGATE_POLICY_FILE"] = policy
 	in := startSidecar(t, inEnv)
-	outEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
-	outEnv["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
-	outEnv["MEDGATE_OUTBOUND_PEER"] = in.in
-	outEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/eu/pacs"
-	lab := startSidecar(t, outEnv)
+	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/cn/lab", in.in, "spiffe://hospital.example/eu/pacs"))
 	host, lport := splitHostPort(t, lab.out)
 
 	find := func(keys ...string) []string {

@@ -344,3 +344,61 @@ func hashOf(r io.Reader) string {
 
 // io2 concatenates two readers.
 func io2(a, b io.Reader) io.Reader { return io.MultiReader(a, b) }
+
+// writeBorderPolicy writes a policy for hospital.example whose eu/, cn/
+// and us/ paths sit in the EU, CN and US, with one masking profile, "out",
+// on the built-in base, plus the given residency rules and access policy
+// documents; it returns the file's path.
+func writeBorderPolicy(t *testing.T, base, rules, access string) string {
+	t.Helper()
+	text := `apiVersion: medgate.io/v1
+kind: Jurisdictions
+metadata: {name: sites}
+spec:
+  codes: [EU, CN, US]
+  bindings:
+    - {id: "spiffe://hospital.example/eu/*", jurisdiction: EU}
+    - {id: "spiffe://hospital.example/cn/*", jurisdiction: CN}
+    - {id: "spiffe://hospital.example/us/*", jurisdiction: US}
+---
+apiVersion: medgate.io/v1
+kind: MaskingProfile
+metadata: {name: out}
+spec: {reference: the built-in profile, base: ` + base + `}
+---
+apiVersion: medgate.io/v1
+kind: ResidencyRules
+metadata: {name: transfers}
+spec:
+  rules:
+` + rules + "---\n" + access
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// outboundEnv is the environment of an outbound sidecar for id that
+// carries the local app to peer, which must present peerID.
+func outboundEnv(ca *testCA, id, peer, peerID string) map[string]string {
+	env := identityEnv(ca.issue(id, time.Hour), ca.bundle())
+	env["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
+	env["MEDGATE_OUTBOUND_PEER"] = peer
+	env["MEDGATE_OUTBOUND_PEER_ID"] = peerID
+	return env
+}
+
+// eventsAtLeast waits until n events match pred and returns them (or
+// what matched by the deadline).
+func (s *sidecar) eventsAtLeast(n int, pred func(map[string]any) bool) []map[string]any {
+	s.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs := s.eventsWith(pred)
+		if len(evs) >= n || time.Now().After(deadline) {
+			return evs
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

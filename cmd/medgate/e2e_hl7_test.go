@@ -10,33 +10,6 @@ import (
 	"time"
 )
 
-const hl7EgressPolicy = `apiVersion: medgate.io/v1
-kind: Jurisdictions
-metadata: {name: sites}
-spec:
-  codes: [EU, US]
-  bindings:
-    - {id: "spiffe://hospital.example/eu/*", jurisdiction: EU}
-    - {id: "spiffe://hospital.example/us/*", jurisdiction: US}
----
-apiVersion: medgate.io/v1
-kind: MaskingProfile
-metadata: {name: ehr-out}
-spec: {reference: 45 CFR 164.514(b)(2), base: hipaa-safe-harbor}
----
-apiVersion: medgate.io/v1
-kind: ResidencyRules
-metadata: {name: transfers}
-spec:
-  rules:
-    - {dataClass: records, from: EU, to: US, action: deidentify, maskingProfile: ehr-out}
----
-apiVersion: medgate.io/v1
-kind: AccessPolicy
-metadata: {name: default}
-spec: {direction: outbound, dataClass: records, allow: ["spiffe://hospital.example/us/*"]}
-`
-
 // hl7Receiver starts the MLLP receiver the demo uses and returns its
 // address and everything it has received so far.
 func hl7Receiver(t *testing.T) (string, func() string) {
@@ -65,12 +38,8 @@ func TestE2EHL7MaskedAcrossTheBorder(t *testing.T) {
 	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
 	in := startSidecar(t, inEnv)
 
-	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(policy, []byte(hl7EgressPolicy), 0o600)
-	outEnv := identityEnv(ca.issue("spiffe://hospital.example/eu/ris", time.Hour), ca.bundle())
-	outEnv["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
-	outEnv["MEDGATE_OUTBOUND_PEER"] = in.in
-	outEnv["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/us/ehr"
+	outEnv := outboundEnv(ca, "spiffe://hospital.example/eu/ris", in.in, "spiffe://hospital.example/us/ehr")
+	policy := writeBorderPolicy(t, "hipaa-safe-harbor", "    - {dataClass: records, from: EU, to: US, action: deidentify, maskingProfile: out}\n", "apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {direction: outbound, dataClass: records, allow: [\"spiffe://hospital.example/us/*\"]}\n")
 	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "hl7"
 	outEnv["MEDGATE_POLICY_FILE"] = policy
 	out := startSidecar(t, outEnv)
@@ -113,7 +82,7 @@ func TestE2EHL7MaskedAcrossTheBorder(t *testing.T) {
 		t.Error("garbage reached the receiver")
 	}
 
-	if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < 2 {
+	if evs := out.eventsAtLeast(2, func(e map[string]any) bool { return e["kind"] == "object" }); len(evs) < 2 {
 		t.Errorf("object events: %v", evs)
 	}
 	if evs := out.eventsWith(func(e map[string]any) bool { return e["kind"] == "session_end" && e["outcome"] == "unmaskable" }); len(evs) == 0 {

@@ -10,10 +10,8 @@ import (
 
 func quicOutbound(t *testing.T, ca *testCA, id string, bundles []string, peer, transport string) *sidecar {
 	t.Helper()
-	env := identityEnv(ca.issue(id, time.Hour), bundles...)
-	env["MEDGATE_OUTBOUND_LISTEN"] = "127.0.0.1:0"
-	env["MEDGATE_OUTBOUND_PEER"] = peer
-	env["MEDGATE_OUTBOUND_PEER_ID"] = "spiffe://hospital.example/pacs"
+	env := outboundEnv(ca, id, peer, "spiffe://hospital.example/pacs")
+	env["MEDGATE_TRUST_BUNDLE"] = strings.Join(bundles, ",")
 	env["MEDGATE_OUTBOUND_TRANSPORT"] = transport
 	return startSidecar(t, env)
 }
