@@ -23,13 +23,19 @@ import (
 // envPrefix is the prefix of every setting's variable.
 const envPrefix = "MEDGATE_"
 
-// sidecarEnv is the sidecar's bootstrap configuration. Each field's help
-// tag is what 'medgate sidecar --help' prints for it.
-type sidecarEnv struct {
+// SVIDSettings says where a process's X.509-SVID comes from. The sidecar,
+// the control plane and the policy commands read the same variables.
+type SVIDSettings struct {
 	SVIDCert        string   `env:"SVID_CERT" help:"PEM file with the X.509-SVID (leaf first); reloaded when it changes"`
 	SVIDKey         string   `env:"SVID_KEY" help:"PEM file with the SVID's PKCS#8 private key"`
 	TrustBundle     []string `env:"TRUST_BUNDLE" envSeparator:"," help:"PEM trust bundle files, comma-separated, one per trust domain (federation); TD=PATH names a bundle's trust domain"`
 	WorkloadAPIAddr string   `env:"WORKLOAD_API_ADDR" help:"SPIFFE Workload API address, unix:///path (falls back to SPIFFE_ENDPOINT_SOCKET); used instead of the PEM files"`
+}
+
+// sidecarEnv is the sidecar's bootstrap configuration. Each field's help
+// tag is what 'medgate sidecar --help' prints for it.
+type sidecarEnv struct {
+	SVIDSettings
 
 	InboundRoute         string `env:"INBOUND_ROUTE" envDefault:"default" help:"name of the inbound route remote sidecars ask for"`
 	InboundListen        string `env:"INBOUND_LISTEN" help:"host:port for tunnels from remote sidecars"`
@@ -113,43 +119,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 	}
 	cfg := &sidecarConfig{env: e}
 
-	// Identity.
-	cfg.workloadAPI = e.WorkloadAPIAddr
-	if cfg.workloadAPI == "" && e.SVIDCert == "" && e.SVIDKey == "" {
-		cfg.workloadAPI = environ["SPIFFE_ENDPOINT_SOCKET"]
-	}
-	switch {
-	case cfg.workloadAPI != "":
-		if e.SVIDCert != "" || e.SVIDKey != "" {
-			bad("WORKLOAD_API_ADDR", "set together with SVID_CERT/SVID_KEY; choose one source of identity")
-		}
-		if !strings.HasPrefix(cfg.workloadAPI, "unix:///") && !strings.HasPrefix(cfg.workloadAPI, "tcp://") {
-			bad("WORKLOAD_API_ADDR", "%q is not an absolute unix:///path or tcp://host:port address", cfg.workloadAPI)
-		}
-	default:
-		if e.SVIDCert == "" {
-			bad("SVID_CERT", "required (or set MEDGATE_WORKLOAD_API_ADDR)")
-		} else if err := readable(e.SVIDCert); err != nil {
-			bad("SVID_CERT", "%v", err)
-		}
-		if e.SVIDKey == "" {
-			bad("SVID_KEY", "required with MEDGATE_SVID_CERT")
-		} else if err := readable(e.SVIDKey); err != nil {
-			bad("SVID_KEY", "%v", err)
-		}
-		if len(e.TrustBundle) == 0 {
-			bad("TRUST_BUNDLE", "required with MEDGATE_SVID_CERT: the CA certificates peers are verified against")
-		}
-		for _, b := range e.TrustBundle {
-			_, path, _ := strings.Cut(b, "=")
-			if !strings.Contains(b, "=") {
-				path = b
-			}
-			if err := readable(path); err != nil {
-				bad("TRUST_BUNDLE", "%v", err)
-			}
-		}
-	}
+	cfg.workloadAPI = e.SVIDSettings.check(environ, bad)
 
 	// Routes from variables.
 	if e.InboundListen != "" || e.InboundUpstream != "" || e.InboundAllow != "" {
@@ -411,9 +381,7 @@ func joinLines(errs []error) error {
 // envHelp lists the variables of a config struct with their defaults and
 // help tags.
 func envHelp(w io.Writer, v any) {
-	t := reflect.TypeOf(v)
-	for i := range t.NumField() {
-		f := t.Field(i)
+	for _, f := range envFields(reflect.TypeOf(v)) {
 		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		if name == "" {
 			continue
@@ -441,4 +409,61 @@ func validProtocol(p string) error {
 	}
 	slices.Sort(names)
 	return fmt.Errorf("protocol %q: want one of %s", p, strings.Join(names, ", "))
+}
+
+// check reports what is wrong with the identity settings through bad and
+// returns the Workload API address to use, or "" for the PEM files.
+func (e SVIDSettings) check(environ map[string]string, bad func(name, format string, args ...any)) string {
+	workloadAPI := e.WorkloadAPIAddr
+	if workloadAPI == "" && e.SVIDCert == "" && e.SVIDKey == "" {
+		workloadAPI = environ["SPIFFE_ENDPOINT_SOCKET"]
+	}
+	switch {
+	case workloadAPI != "":
+		if e.SVIDCert != "" || e.SVIDKey != "" {
+			bad("WORKLOAD_API_ADDR", "set together with SVID_CERT/SVID_KEY; choose one source of identity")
+		}
+		if !strings.HasPrefix(workloadAPI, "unix:///") && !strings.HasPrefix(workloadAPI, "tcp://") {
+			bad("WORKLOAD_API_ADDR", "%q is not an absolute unix:///path or tcp://host:port address", workloadAPI)
+		}
+	default:
+		if e.SVIDCert == "" {
+			bad("SVID_CERT", "required (or set MEDGATE_WORKLOAD_API_ADDR)")
+		} else if err := readable(e.SVIDCert); err != nil {
+			bad("SVID_CERT", "%v", err)
+		}
+		if e.SVIDKey == "" {
+			bad("SVID_KEY", "required with MEDGATE_SVID_CERT")
+		} else if err := readable(e.SVIDKey); err != nil {
+			bad("SVID_KEY", "%v", err)
+		}
+		if len(e.TrustBundle) == 0 {
+			bad("TRUST_BUNDLE", "required with MEDGATE_SVID_CERT: the CA certificates peers are verified against")
+		}
+		for _, b := range e.TrustBundle {
+			_, path, _ := strings.Cut(b, "=")
+			if !strings.Contains(b, "=") {
+				path = b
+			}
+			if err := readable(path); err != nil {
+				bad("TRUST_BUNDLE", "%v", err)
+			}
+		}
+	}
+	return workloadAPI
+}
+
+// envFields lists a settings struct's fields, those of embedded structs in
+// place.
+func envFields(t reflect.Type) []reflect.StructField {
+	var out []reflect.StructField
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			out = append(out, envFields(f.Type)...)
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
 }

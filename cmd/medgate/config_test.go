@@ -127,9 +127,8 @@ func TestREADMEDocumentsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	typ := reflect.TypeOf(sidecarEnv{})
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("env"), ",")
+	for _, f := range envFields(reflect.TypeOf(sidecarEnv{})) {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		if !strings.Contains(string(readme), "`"+envPrefix+name+"`") {
 			t.Errorf("README does not document %s%s", envPrefix, name)
 		}

@@ -58,26 +58,11 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	metrics := proxy.NewMetrics(reg)
 
 	g, ctx := errgroup.WithContext(ctx)
-	var src identity.Source
-	if cfg.workloadAPI != "" {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ws, err := identity.WorkloadAPISource(wctx, cfg.workloadAPI)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("MEDGATE_WORKLOAD_API_ADDR: no SVID within 30s: %w", err)
-		}
-		defer ws.Close()
-		src = ws
-	} else {
-		fsrc, err := identity.NewFileSource(identity.FileConfig{
-			CertFile: cfg.env.SVIDCert, KeyFile: cfg.env.SVIDKey, Bundles: cfg.env.TrustBundle, Interval: cfg.env.ReloadInterval,
-		}, log)
-		if err != nil {
-			return err
-		}
-		g.Go(func() error { return fsrc.Run(ctx) })
-		src = fsrc
+	src, closeSrc, err := cfg.env.SVIDSettings.open(ctx, g, cfg.workloadAPI, cfg.env.ReloadInterval, log)
+	if err != nil {
+		return err
 	}
+	defer closeSrc()
 	svid, err := src.GetX509SVID()
 	if err != nil {
 		return err
@@ -224,4 +209,26 @@ func warnUDPBuffers(cfg *sidecarConfig, log *slog.Logger) {
 				"fix", fmt.Sprintf("sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d", quicBufferBytes, quicBufferBytes))
 		}
 	}
+}
+
+// open starts the identity source the settings name: the Workload API at
+// workloadAPI, or the PEM files, which g follows for changes.
+func (e SVIDSettings) open(ctx context.Context, g *errgroup.Group, workloadAPI string, interval time.Duration, log *slog.Logger) (identity.Source, func(), error) {
+	if workloadAPI != "" {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ws, err := identity.WorkloadAPISource(wctx, workloadAPI)
+		cancel()
+		if err != nil {
+			return nil, nil, fmt.Errorf("MEDGATE_WORKLOAD_API_ADDR: no SVID within 30s: %w", err)
+		}
+		return ws, func() { ws.Close() }, nil
+	}
+	fsrc, err := identity.NewFileSource(identity.FileConfig{
+		CertFile: e.SVIDCert, KeyFile: e.SVIDKey, Bundles: e.TrustBundle, Interval: interval,
+	}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	g.Go(func() error { return fsrc.Run(ctx) })
+	return fsrc, func() {}, nil
 }
