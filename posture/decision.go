@@ -118,6 +118,15 @@ const (
 	ReasonDeidentified Reason = "deidentified"
 )
 
+// Reasons from a route's when condition.
+const (
+	// ReasonConditionFalse: the route's when expression evaluated to false.
+	ReasonConditionFalse Reason = "condition_false"
+	// ReasonConditionError: the route's when expression failed to evaluate
+	// (a runtime error such as a failed conversion, or the cost limit).
+	ReasonConditionError Reason = "condition_error"
+)
+
 // Direction says which way a decision looks at a connection.
 type Direction int
 
@@ -164,7 +173,9 @@ type Request struct {
 // Decision is the answer to a Request.
 type Decision struct {
 	Verdict Verdict
-	// Profile names the masking profile when Verdict is Deidentify.
+	// Profile names the masking profile when Verdict is Deidentify, and,
+	// on a dry-run denial, the one the residency rule chose, if it chose
+	// de-identification (see Enforced).
 	Profile string
 	// Reasons lists every reason that contributed; for a denial, every
 	// failed requirement. Never empty for a decision made by a Decider.
@@ -194,6 +205,10 @@ type Decision struct {
 	// Posture summarizes the device from a token whose signature verified,
 	// for the access event; zero when there was none.
 	Posture PostureSummary
+	// DryRun is set when the route is in dry run: Verdict and Reasons are
+	// what policy decided and what an access event records, but a denial
+	// is not enforced. Enforced gives the terms the session runs on.
+	DryRun bool
 }
 
 // PostureSummary is the part of a posture token an access event records.
@@ -207,6 +222,23 @@ type PostureSummary struct {
 
 // Admitted reports whether the decision lets the peer in.
 func (d Decision) Admitted() bool { return d.Verdict == Allow || d.Verdict == Deidentify }
+
+// Enforced returns the decision the data path applies. It is d, except
+// for a dry-run denial, which admits: with Verdict Deidentify when Profile
+// names the masking profile the residency rule chose, Allow otherwise.
+// A dry run therefore never lets data cross unmasked where residency
+// called for masking; it does let data cross where residency itself
+// denies. Reasons, DryRun and the rest are kept.
+func (d Decision) Enforced() Decision {
+	if !d.DryRun || d.Admitted() {
+		return d
+	}
+	d.Verdict = Allow
+	if d.Profile != "" {
+		d.Verdict = Deidentify
+	}
+	return d
+}
 
 // Has reports whether r is among the decision's reasons.
 func (d Decision) Has(r Reason) bool {

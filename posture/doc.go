@@ -20,6 +20,33 @@
 //   - Decisions: Engine implements Decider against the policy it holds,
 //     swapped atomically with SetPolicy, and caches admitted decisions.
 //
+// # Conditions
+//
+// An AccessPolicy may carry a when expression in CEL
+// (https://cel.dev), compiled and type-checked with the policy; it must
+// be a bool and the route admits only when it is true. Its variables:
+//
+//	peer.id, peer.trust_domain, peer.path   string: the peer's SPIFFE ID and its parts
+//	peer.jurisdiction                       string: bound by policy, "" when unmapped
+//	local.id, local.trust_domain            string: this sidecar's SPIFFE ID
+//	local.jurisdiction                      string
+//	route.name, route.direction             string: "inbound" or "outbound"
+//	route.data_class                        string
+//	device.present                          bool: a posture token verified
+//	device.issuer, device.device_id         string
+//	device.os_name, device.os_version       string
+//	device.kernel, device.edr_name          string
+//	device.disk_encrypted, device.firewall  bool (false when the token says nothing)
+//	device.screen_lock, device.edr_running  bool
+//	now                                     timestamp: the decision time
+//
+// The device variables are filled only on an inbound route with a
+// postureProfile, from a token that verified; elsewhere they are empty.
+// An expression is at most MaxConditionLength bytes and its estimated
+// worst-case cost at most ConditionCostLimit; evaluation stops at that
+// cost. A false result denies with ReasonConditionFalse, a failed
+// evaluation with ReasonConditionError.
+//
 // Nothing here logs: callers get reasons and typed errors, and decide what
 // to record. No error carries a token or claim values beyond IDs.
 package posture

@@ -44,7 +44,10 @@ type Deps struct {
 // peer's SVID key hash, so a different token, key, identity or policy
 // never reuses a decision. An entry lives until the decision's ValidUntil
 // or MaxCacheAge, whichever comes first, and is never used for a request
-// whose time lies outside that window. Denials are not cached.
+// whose time lies outside that window. Denials are not cached, nor are
+// decisions on a route whose when condition reads now: the condition is
+// evaluated afresh for every such request. (A condition that does not
+// read now depends only on what the cache key holds.)
 type Engine struct {
 	policy atomic.Pointer[Policy]
 	cache  *lru.Cache[cacheKey, cacheEntry]
@@ -126,9 +129,13 @@ func (e *Engine) CacheStats() CacheStats {
 // these ends the decision when it fails); then, all reported together: the
 // peer's and the local jurisdiction are mapped by policy, the posture
 // token when the route names a profile (Verify, then every requirement of
-// the profile), and the residency rule for the route's data class from
-// the local to the peer's jurisdiction: data leaving this sidecar toward
-// the peer.
+// the profile), the route's when condition, and the residency rule for
+// the route's data class from the local to the peer's jurisdiction: data
+// leaving this sidecar toward the peer.
+//
+// On a dry-run route a peer the allow list does not name is judged on
+// everything else too, so that the decision says how its session would be
+// masked; the decision has DryRun set and Enforced admits.
 //
 // An Outbound request (this sidecar connecting out on one of its outbound
 // routes, PeerID the accepting sidecar's ID) is judged the same way with
@@ -136,7 +143,8 @@ func (e *Engine) CacheStats() CacheStats {
 //
 // ValidUntil is the earliest of the token's expiry, the moment a time
 // bound requirement (token age, EDR heartbeat, patch age) stops holding,
-// and the legal basis's expiry.
+// the legal basis's expiry and, when the route's condition reads now,
+// ConditionRecheck from now.
 func (e *Engine) Decide(req Request) Decision {
 	now := req.Now
 	if now.IsZero() {
@@ -153,11 +161,16 @@ func (e *Engine) Decide(req Request) Decision {
 		return deny(d, ReasonUnknownRoute)
 	}
 	d.DataClass = route.DataClass
-	if !route.Allows(req.PeerID) {
+	d.DryRun = route.DryRun
+	allowed := route.Allows(req.PeerID)
+	if !allowed && !route.DryRun {
 		return deny(d, ReasonIDNotAllowed)
 	}
+	// A condition that reads the clock gives another answer later for the
+	// same request: such decisions are not cached.
+	cacheable := e.cache != nil && (route.cond == nil || !route.cond.readsNow)
 	var key cacheKey
-	if e.cache != nil {
+	if cacheable {
 		key = cacheKey{
 			policy: p.digest,
 			dir:    req.Direction,
@@ -181,8 +194,8 @@ func (e *Engine) Decide(req Request) Decision {
 		}
 		e.misses.Add(1)
 	}
-	d = decide(p, route, req, now, d)
-	if e.cache != nil && d.Admitted() {
+	d = decide(p, route, req, now, d, allowed)
+	if cacheable && d.Admitted() {
 		end := now.Add(e.maxAge)
 		if !d.ValidUntil.IsZero() && d.ValidUntil.Before(end) {
 			end = d.ValidUntil
@@ -212,8 +225,10 @@ func earliest(a, b time.Time) time.Time {
 	}
 }
 
-// decide is Decide without the cache.
-func decide(p *Policy, route *Route, req Request, now time.Time, d Decision) Decision {
+// decide is Decide without the cache. allowed says whether the route's
+// allow list names the peer; only a dry-run route decides further when it
+// does not, so the decision still says how the session would be masked.
+func decide(p *Policy, route *Route, req Request, now time.Time, d Decision, allowed bool) Decision {
 	var reasons []Reason
 	add := func(rs ...Reason) {
 		for _, r := range rs {
@@ -221,6 +236,9 @@ func decide(p *Policy, route *Route, req Request, now time.Time, d Decision) Dec
 				reasons = append(reasons, r)
 			}
 		}
+	}
+	if !allowed {
+		add(ReasonIDNotAllowed)
 	}
 	local, okLocal := p.Jurisdiction(req.LocalID)
 	peer, okPeer := p.Jurisdiction(req.PeerID)
@@ -233,6 +251,7 @@ func decide(p *Policy, route *Route, req Request, now time.Time, d Decision) Dec
 	}
 
 	var validUntil time.Time
+	var device *Claims // claims of a token that verified, for the condition
 	if req.Direction == Inbound && route.Profile != "" {
 		prof, ok := p.Profile(route.Profile)
 		switch {
@@ -252,10 +271,27 @@ func decide(p *Policy, route *Route, req Request, now time.Time, d Decision) Dec
 			case err != nil:
 				add(ReasonInternal)
 			default:
+				device = claims
 				rs, until := prof.Check(claims, now)
 				add(rs...)
 				validUntil = earliest(claims.Expiry, until)
 			}
+		}
+	}
+
+	if c := route.cond; c != nil {
+		in := conditionInput{
+			peer: req.PeerID, local: req.LocalID, peerJur: peer, localJur: local,
+			route: route, claims: device, now: now,
+		}
+		switch ok, err := c.eval(&in); {
+		case err != nil:
+			add(ReasonConditionError)
+		case !ok:
+			add(ReasonConditionFalse)
+		}
+		if c.readsNow {
+			validUntil = earliest(validUntil, now.Add(ConditionRecheck))
 		}
 	}
 
@@ -286,6 +322,13 @@ func decide(p *Policy, route *Route, req Request, now time.Time, d Decision) Dec
 	}
 
 	if slices.ContainsFunc(reasons, func(r Reason) bool { return r != ReasonLegalBasisExpired }) {
+		if route.DryRun {
+			// Not enforced: the session runs on the terms residency set,
+			// masked if it said so (see Decision.Enforced), for as long
+			// as they hold.
+			d.ValidUntil = validUntil
+			return deny(d, reasons...)
+		}
 		d.Profile = ""
 		if verdict != Deny {
 			// Residency admitted but something else denied: the rule's

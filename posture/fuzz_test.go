@@ -76,6 +76,8 @@ func FuzzParsePolicy(f *testing.F) {
 	}
 	f.Add([]byte(testPolicyYAML(f)))
 	f.Add([]byte(header + "kind: AccessPolicy\nmetadata: {name: a}\nspec: {dataClass: x, allow: \"spiffe://a.example/*\"}\n"))
+	f.Add([]byte(header + "kind: AccessPolicy\nmetadata: {name: a}\nspec:\n  dataClass: x\n  allow: \"spiffe://a.example/*\"\n  when: peer.id.endsWith(\"/lab\") && now.getHours(\"Europe/Berlin\") < 18\n  dryRun: true\n"))
+	f.Add([]byte(header + "kind: AccessPolicy\nmetadata: {name: a}\nspec:\n  dataClass: x\n  allow: \"spiffe://a.example/*\"\n  when: |\n    [1, 2].exists(i, peer.path.matches(\"^/lab\" + string(i)))\n      || device.\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte("---\n---\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

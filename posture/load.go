@@ -563,7 +563,7 @@ func (s *src) stringMap(n *yaml.Node, path string) []entry {
 }
 
 func (s *src) accessPolicy(name string, spec *yaml.Node) {
-	m := s.mapping(spec, "spec", "route", "direction", "dataClass", "allow", "postureProfile")
+	m := s.mapping(spec, "spec", "route", "direction", "dataClass", "allow", "postureProfile", "when", "dryRun")
 	if m == nil {
 		return
 	}
@@ -609,6 +609,10 @@ func (s *src) accessPolicy(name string, spec *yaml.Node) {
 			})
 		}
 	}
+	if v, n := s.optStr(m, "spec", "when"); n != nil && v != "" {
+		s.condition(&r, v, n)
+	}
+	r.DryRun = s.boolean(m, "spec", "dryRun")
 	key := routeKey{r.Direction, r.Name}
 	if prev, dup := s.routes[key]; dup {
 		s.errf(spec, "spec.route", "%s route %q already defined at %s", r.Direction, r.Name, prev)
@@ -616,6 +620,30 @@ func (s *src) accessPolicy(name string, spec *yaml.Node) {
 	}
 	s.routes[key] = r.Origin
 	s.p.Routes = append(s.p.Routes, r)
+}
+
+// condition compiles a route's when expression, reporting each problem
+// CEL finds at the line it is on when the expression is a literal block
+// ("when: |"), else at the field's line.
+func (s *src) condition(r *Route, text string, n *yaml.Node) {
+	c, issues := compileCondition(text)
+	for _, is := range issues {
+		line, msg := n.Line, is.msg
+		switch {
+		case is.line == 0:
+		case n.Style&yaml.LiteralStyle != 0:
+			line += is.line
+			msg = fmt.Sprintf("column %d of the expression: %s", is.col, msg)
+		case is.line == 1:
+			msg = fmt.Sprintf("column %d of the expression: %s", is.col, msg)
+		default:
+			msg = fmt.Sprintf("line %d, column %d of the expression: %s", is.line, is.col, msg)
+		}
+		s.errs = append(s.errs, &FieldError{File: s.file, Line: line, Field: "spec.when", Msg: msg})
+	}
+	if c != nil {
+		r.When, r.cond = strings.TrimSpace(text), c
+	}
 }
 
 func (s *src) postureProfile(name string, spec *yaml.Node) {

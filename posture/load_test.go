@@ -97,7 +97,7 @@ spec:
 				`policy.yaml:5: spec.dataClass: "Imaging" is not a valid data class (lower case letters, digits, '.', '_' and '-')`,
 				`policy.yaml:6: spec.allow[0]: SPIFFE ID pattern "spiffe://a.example/x*": '*' is only allowed as a final path segment`,
 				`policy.yaml:7: spec.postureProfile: unknown PostureProfile "missing"`,
-				`policy.yaml:8: spec.colour: unknown field, want one of route, direction, dataClass, allow, postureProfile`,
+				`policy.yaml:8: spec.colour: unknown field, want one of route, direction, dataClass, allow, postureProfile, when, dryRun`,
 				`policy.yaml:10: apiVersion: want "medgate.io/v1", got "medgate.io/v2"`,
 				`policy.yaml:14: spec.codes[1]: "eu" is not a jurisdiction code (upper case letters and digits, such as EU or US)`,
 				`policy.yaml:17: spec.bindings[1].id: spiffe://a.example/* already bound at policy.yaml:16`,
@@ -250,6 +250,77 @@ spec: {direction: outbound, dataClass: imaging, allow: "spiffe://b.example/x", p
 			},
 		},
 		{
+			name: "when conditions",
+			yaml: header + `kind: AccessPolicy
+metadata: {name: a}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: peer.id + 1 == "x"
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: b}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: peer.jurisdiction
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: c}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: |
+    peer.id.startsWith("spiffe://a.example/")
+      && patient.name == "x"
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: d}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: '[1, 2, 3, 4].all(x, [1, 2, 3, 4].all(y, peer.id.matches(peer.path + string(x))))'
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: e}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: 'peer.id == "LONG"'
+  dryRun: "yes"
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: f}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: peer.id.startsWith(
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: g}
+spec:
+  dataClass: imaging
+  allow: "spiffe://a.example/*"
+  when: ""
+`,
+			want: []string{
+				`policy.yaml:7: spec.when: column 9 of the expression: found no matching overload for '_+_' applied to '(string, int)'`,
+				`policy.yaml:15: spec.when: want a bool expression, got string`,
+				`policy.yaml:25: spec.when: column 6 of the expression: undeclared reference to 'patient'`,
+				`policy.yaml:33: spec.when: too costly: the worst case is estimated at unbounded, the limit is 10000 (bound lists and strings, avoid nested loops and regular expressions built at run time)`,
+				`policy.yaml:41: spec.when: 2061 bytes long; a when expression may have at most 2048`,
+				`policy.yaml:42: spec.dryRun: want true or false, got a str`,
+				`policy.yaml:50: spec.when: column 20 of the expression: Syntax error: mismatched input '<EOF>' expecting {'[', '{', '(', ')', '.', '-', '!', 'true', 'false', 'null', NUM_FLOAT, NUM_INT, NUM_UINT, STRING, BYTES, IDENTIFIER}`,
+				`policy.yaml:58: spec.when: must not be empty`,
+			},
+		},
+		{
 			name: "yaml syntax",
 			yaml: header + "kind: AccessPolicy\nmetadata: {name: a\nspec: x\n",
 			// yaml.v3 counts this line from the flow mapping's start, zero-based.
@@ -275,6 +346,7 @@ spec: {direction: outbound, dataClass: imaging, allow: "spiffe://b.example/x", p
 		t.Run(tt.name, func(t *testing.T) {
 			seed := exampleKey().Seed()
 			doc := strings.ReplaceAll(tt.yaml, "EXAMPLE_SEED", base64.RawURLEncoding.EncodeToString(seed))
+			doc = strings.ReplaceAll(doc, "LONG", strings.Repeat("x", MaxConditionLength))
 			p, err := Parse("policy.yaml", []byte(doc))
 			if p != nil {
 				t.Error("a policy came back with the error")

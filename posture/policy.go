@@ -89,7 +89,19 @@ type Route struct {
 	// Profile names the PostureProfile a peer's token must satisfy; empty
 	// means no posture token is required. Inbound routes only.
 	Profile string `json:"posture_profile,omitempty"`
-	Origin  Origin `json:"-"`
+	// When is a CEL expression that must evaluate to true for the route
+	// to admit; empty means no condition. A false result denies with
+	// ReasonConditionFalse, an evaluation error with ReasonConditionError.
+	// The package documentation lists the variables it may use.
+	When string `json:"when,omitempty"`
+	// DryRun makes the route decide and record without enforcing: a
+	// denial still admits the session, as Decision.Enforced describes,
+	// and the decision says so with its DryRun field.
+	DryRun bool   `json:"dry_run,omitempty"`
+	Origin Origin `json:"-"`
+
+	// cond is When compiled, nil without a condition.
+	cond *condition
 }
 
 // Allows reports whether id matches one of the route's patterns.
