@@ -35,19 +35,34 @@ const reasonMaskingRequired = "masking_required"
 
 // admissible applies what the data path itself can honour to a decision:
 // it fails closed on deidentify unless the route's protocol has a codec
-// that can mask (canMask).
+// that can mask (canMask). A dry-run denial is admissible on the terms
+// d.Enforced() gives; the decision returned keeps the verdict policy
+// reached, for the access event, and the caller runs the session on
+// Enforced. A decision refused here has DryRun cleared: the refusal is
+// enforced.
 func admissible(d posture.Decision, canMask bool) (posture.Decision, string) {
-	if !d.Admitted() {
+	e := d.Enforced()
+	if !e.Admitted() {
 		reason := string(posture.ReasonInternal)
 		if len(d.Reasons) > 0 {
 			reason = string(d.Reasons[0])
 		}
 		return d, reason
 	}
-	if d.Verdict == posture.Deidentify && !canMask {
-		d.Verdict = posture.Deny
+	if e.Verdict == posture.Deidentify && !canMask {
+		d.Verdict, d.DryRun = posture.Deny, false
 		d.Reasons = append([]posture.Reason{reasonMaskingRequired}, d.Reasons...)
 		return d, reasonMaskingRequired
 	}
 	return d, ""
+}
+
+// warnDryRun logs a denial that is not enforced because the route is in
+// dry run, with the reasons policy would have refused the session for.
+func (s *Server) warnDryRun(d posture.Decision, route, direction, sessionID, peerID string) {
+	if !d.DryRun || d.Admitted() {
+		return
+	}
+	s.log.Warn("dry run: policy denies, not enforced", "route", route, "direction", direction,
+		"session_id", sessionID, "spiffe_id", peerID, "reasons", d.Reasons)
 }

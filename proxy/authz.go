@@ -69,9 +69,9 @@ func (s *Server) rejudge(ss *session, trigger string) {
 		dec = posture.Decision{Verdict: posture.Deny, Reasons: []posture.Reason{"svid_expired"}}
 	default:
 		dec, reason = admissible((*s.decider.Load()).Decide(req), s.canMask(ss.protocol))
-		switch {
+		switch e := dec.Enforced(); {
 		case reason != "":
-		case dec.Verdict != a.dec.Verdict || dec.Profile != a.dec.Profile:
+		case e.Verdict != a.dec.Verdict || e.Profile != a.dec.Profile:
 			// Admitted on other terms (allow <-> deidentify, another
 			// masking profile): the session's data path no longer fits.
 			reason = "terms_changed"
@@ -80,7 +80,8 @@ func (s *Server) rejudge(ss *session, trigger string) {
 	ev := Event{Time: s.now(), Kind: "reauthorization", Route: ss.route, Direction: "inbound", SessionID: ss.id, PeerID: ss.peerID, Outcome: trigger}
 	ev.withDecision(dec)
 	if reason == "" {
-		a.dec = dec
+		s.warnDryRun(dec, ss.route, "inbound", ss.id, ss.peerID)
+		a.dec = dec.Enforced()
 		s.watch(ss)
 		s.events(ev)
 		return

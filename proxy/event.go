@@ -29,6 +29,10 @@ type Event struct {
 	BytesFromPeer int64     `json:"bytes_from_peer,omitempty"`
 	DurationMS    int64     `json:"duration_ms,omitempty"`
 	Outcome       string    `json:"outcome,omitempty"`
+	// DryRun is set when the route is in dry run: Verdict and Reasons are
+	// what policy decided, and a deny verdict was not enforced (Outcome
+	// says what happened).
+	DryRun bool `json:"dry_run,omitempty"`
 
 	// From the admission decision, when there was one.
 	DataClass         string `json:"data_class,omitempty"`
@@ -45,6 +49,7 @@ type Event struct {
 // withDecision copies what an access event records of a decision.
 func (e *Event) withDecision(d posture.Decision) {
 	e.Verdict = d.Verdict.String()
+	e.DryRun = d.DryRun
 	e.Profile = d.Profile
 	e.PolicyVersion = d.PolicyVersion
 	e.Reasons = e.Reasons[:0]
@@ -91,6 +96,9 @@ func (e Event) LogValue() slog.Value {
 	add("profile", e.Profile)
 	add("policy_version", e.PolicyVersion)
 	add("outcome", e.Outcome)
+	if e.DryRun {
+		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
 	if o := e.Object; o != nil {
 		attrs = append(attrs, slog.Group("object", "protocol", o.Protocol, "operation", o.Operation, "profile", o.Profile, "sha256", o.SHA256))
 	}

@@ -111,6 +111,8 @@ func (s *Server) setupInbound(ctx context.Context, tc tunnel, cs tls.ConnectionS
 		deny(reason, "", nil)
 		return
 	}
+	s.warnDryRun(dec, route.Name, "inbound", hello.Session, ev.PeerID)
+	dec = dec.Enforced() // the event keeps what policy decided
 	if s.active.Load() >= int64(s.cfg.MaxSessions) {
 		s.m.CapacityRefuse.WithLabelValues("sessions").Inc()
 		deny(reasonCapacity, "session limit reached", nil)

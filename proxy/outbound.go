@@ -37,7 +37,7 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 		req.LocalID = local.ID
 	}
 	egress, reason := admissible((*s.decider.Load()).Decide(req), s.canMask(r.Protocol))
-	msk, mreason, merr := s.maskingFor(egress, r.Protocol, false)
+	msk, mreason, merr := s.maskingFor(egress.Enforced(), r.Protocol, false)
 	if reason == "" && mreason != "" {
 		reason = mreason
 		log.Warn("masking unavailable", "profile", egress.Profile, "err", merr)
@@ -54,6 +54,7 @@ func (s *Server) serveOutbound(ctx context.Context, app net.Conn, r *OutboundRou
 		abort(app)
 		return
 	}
+	s.warnDryRun(egress, r.Name, "outbound", sessionID, ev.PeerID)
 	tc, err := s.dialTunnel(ctx, r, start)
 	if err != nil {
 		var de *dialError
