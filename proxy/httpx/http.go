@@ -4,6 +4,16 @@
 // types and every reference to them alike, so that references stay
 // consistent across resources, Bundles and responses.
 //
+// DICOMweb bodies are masked by the profile's DICOM rules (proxy/dicom):
+// PS3.10 files (application/dicom) stream through the DICOM masker, pixel
+// data untouched and never held; DICOM JSON (application/dicom+json) is
+// masked one data set at a time; multipart/related bodies of those
+// (WADO-RS responses, STOW-RS requests) are re-emitted part by part with
+// the same boundary, each part with its Content-Type only. A part of any
+// other type fails the message. Beside the server, a dicom.Index
+// (Config.Index) records the remapped UIDs and pseudonyms that left, and
+// request paths and queries naming them are translated back.
+//
 // It is an HTTP/1.1 codec of its own: persistent connections, pipelined
 // requests, Content-Length and chunked bodies, bounded heads. A masked
 // body leaves with Content-Length when it is small and chunked otherwise.
@@ -28,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/medgate/medgate/proxy/dicom"
 	"github.com/medgate/medgate/proxy/mask"
 )
 
@@ -51,6 +62,12 @@ type Config struct {
 	// Now is the clock for the reference year of birth years; nil means
 	// time.Now.
 	Now func() time.Time
+	// Index, when set, records the pseudonyms and remapped UIDs of the
+	// DICOMweb bodies masked, and the requests Server carries to the
+	// server have those in their paths and queries translated back. It
+	// holds PHI of the local jurisdiction: set it only beside the server
+	// whose answers are masked. Nil records and restores nothing.
+	Index *dicom.Index
 }
 
 // Codec masks HTTP/1.1 with one profile. It is safe for concurrent use;
@@ -58,15 +75,23 @@ type Config struct {
 type Codec struct {
 	profile *mask.Profile
 	fm      *fhirMasker
+	dm      *dicom.Masker // nil when the profile has no DICOM rules
+	ix      *dicom.Index
 	maxHead int
 	maxBody int64
 }
 
-// New returns a Codec applying p's FHIR rules. It fails when a rule does
-// not parse, or when the profile needs a keyer and env has none.
+// New returns a Codec applying p's FHIR rules to FHIR bodies and its
+// DICOM rules to DICOMweb bodies; a body whose kind the profile has no
+// rules for is refused. It fails when a rule does not parse, when the
+// profile has neither kind of rule, or when the profile needs a keyer and
+// env has none.
 func New(p *mask.Profile, env mask.Env, cfg Config) (*Codec, error) {
 	if p == nil {
 		return nil, errors.New("httpx: no profile")
+	}
+	if len(p.FHIR) == 0 && len(p.DICOM) == 0 && !p.DICOMBasic {
+		return nil, fmt.Errorf("httpx: profile %s has neither FHIR nor DICOM rules", p.Name)
 	}
 	now := cfg.Now
 	if now == nil {
@@ -76,7 +101,15 @@ func New(p *mask.Profile, env mask.Env, cfg Config) (*Codec, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Codec{profile: p, fm: fm, maxHead: cfg.MaxHeaderBytes, maxBody: cfg.MaxBody}
+	c := &Codec{profile: p, fm: fm, ix: cfg.Index, maxHead: cfg.MaxHeaderBytes, maxBody: cfg.MaxBody}
+	if len(p.DICOM) > 0 || p.DICOMBasic {
+		if c.dm, err = dicom.NewMasker(p, env); err != nil {
+			return nil, err
+		}
+		if c.ix != nil {
+			c.dm = c.dm.WithIndex(c.ix)
+		}
+	}
 	if c.maxHead <= 0 {
 		c.maxHead = DefaultMaxHeaderBytes
 	}
@@ -407,7 +440,14 @@ func (c *Codec) run(dst io.Writer, src io.Reader, back io.Writer, report func(ma
 		if isReq {
 			info = reqInfo{method: h.method, template: pathTemplate(h.target), vers: h.vers}
 			if masked {
-				h.target = c.rewriteTarget(h.target)
+				t, ok := c.rewriteTarget(h.target)
+				if !ok {
+					c.refuse(dst, back, true)
+					return fmt.Errorf("%w: a DICOMweb request whose target cannot be masked (%w)", ErrContentType, mask.ErrUnmaskable)
+				}
+				h.target = t
+			} else if c.ix != nil {
+				h.target = c.restoreTarget(h.target)
 			}
 			h.set("Accept-Encoding", "identity")
 			if h.get("Upgrade") != "" || h.method == "CONNECT" {
@@ -481,6 +521,12 @@ func (c *Codec) maskMessage(dst, back io.Writer, h *head, kind bodyKind, body io
 			if !ok {
 				r = ""
 			}
+			if ok && c.dm != nil && dicomwebPath(r) {
+				if r, ok = c.dm.MaskURL(r); !ok {
+					h.del(name)
+					continue
+				}
+			}
 			h.set(name, r)
 		}
 	}
@@ -502,9 +548,13 @@ func (c *Codec) maskMessage(dst, back io.Writer, h *head, kind bodyKind, body io
 		c.refuse(dst, back, isReq)
 		return fmt.Errorf("%w: Content-Encoding %s (%w)", ErrContentType, tokenOnly(ce), mask.ErrUnmaskable)
 	}
-	if !fhirMediaType(h.get("Content-Type")) {
+	ct := h.get("Content-Type")
+	if mt, _, _ := mime.ParseMediaType(ct); dicomMediaType(mt) && c.dm != nil {
+		return c.maskDICOMMessage(dst, back, h, body, info, isReq, obj, report)
+	}
+	if !fhirMediaType(ct) || len(c.profile.FHIR) == 0 {
 		c.refuse(dst, back, isReq)
-		return fmt.Errorf("%w: %s (%w)", ErrContentType, tokenOnly(h.get("Content-Type")), mask.ErrUnmaskable)
+		return fmt.Errorf("%w: %s (%w)", ErrContentType, tokenOnly(ct), mask.ErrUnmaskable)
 	}
 	h.del("Content-Length")
 	h.del("Transfer-Encoding")
@@ -641,22 +691,38 @@ var badGateway = func() []byte {
 }()
 
 // rewriteTarget rewrites the ids of pseudonymized resource types in a
-// request target's path.
-func (c *Codec) rewriteTarget(target string) string {
+// request target's path, and the UIDs of a DICOMweb path as the profile
+// remaps them. It reports false for a target it cannot mask: a DICOMweb
+// path with a segment where a UID belongs that is not one, or a query
+// matching on DICOM attributes (their values would leave as they are).
+func (c *Codec) rewriteTarget(target string) (string, bool) {
 	path, query, hasQuery := strings.Cut(target, "?")
 	if r, ok := c.fm.rewriteRef(path); ok {
 		path = r
 	}
-	if hasQuery {
-		return path + "?" + query
+	if c.dm != nil {
+		if dicomwebPath(path) {
+			r, ok := c.dm.MaskURL(path)
+			if !ok {
+				return "", false
+			}
+			path = r
+		}
+		if hasQuery && queryNamesAttributes(query) {
+			return "", false
+		}
 	}
-	return path
+	if hasQuery {
+		return path + "?" + query, true
+	}
+	return path, true
 }
 
 // pathTemplate turns a request target into a template for events: the
 // segment after a resource type becomes {id}, after _history {vid}, and
 // the query goes. "/fhir/Patient/123/_history/2?x=y" gives
-// "/fhir/Patient/{id}/_history/{vid}".
+// "/fhir/Patient/{id}/_history/{vid}"; a DICOMweb path's UIDs become
+// {study}, {series} and {instance}, and frame lists {frames}.
 func pathTemplate(target string) string {
 	path, _, _ := strings.Cut(target, "?")
 	if i := strings.Index(path, "://"); i >= 0 {
@@ -674,6 +740,8 @@ func pathTemplate(target string) string {
 		s, prev := orig[i], orig[i-1]
 		switch {
 		case s == "" || s[0] == '_' || s[0] == '$':
+		case dicomwebParams[prev] != "":
+			segs[i] = dicomwebParams[prev]
 		case prev == "_history":
 			segs[i] = "{vid}"
 		case resourceTypeName(prev) && !resourceTypeName(s), strings.ContainsAny(s, "0123456789"), !tokenish(s):
@@ -682,6 +750,10 @@ func pathTemplate(target string) string {
 	}
 	return strings.Join(segs, "/")
 }
+
+// dicomwebParams names the path parameters of DICOMweb (PS3.18 10.3),
+// by the segment before them.
+var dicomwebParams = map[string]string{"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}", "bulk": "{bulk}"}
 
 func tokenish(s string) bool {
 	for i := 0; i < len(s); i++ {
