@@ -46,10 +46,16 @@ var rawCodecs = map[string]proxy.Codec{
 		return dicom.Codec(p, env)
 	},
 	"http": func(p *mask.Profile, env mask.Env, inbound bool) (mask.Filter, mask.Filter, error) {
-		if len(p.FHIR) == 0 {
-			return nil, nil, fmt.Errorf("masking profile %s has no FHIR rules; it would let FHIR data cross unmasked", p.Name)
+		if len(p.FHIR) == 0 && !p.DICOMBasic && len(p.DICOM) == 0 {
+			return nil, nil, fmt.Errorf("masking profile %s has neither FHIR nor DICOM rules; it would let FHIR or DICOMweb data cross unmasked", p.Name)
 		}
-		c, err := httpx.New(p, env, httpx.Config{})
+		cfg := httpx.Config{}
+		if inbound {
+			// DICOMweb beside the archive shares the DIMSE index: a peer
+			// retrieves by the UIDs and pseudonyms either protocol sent.
+			cfg.Index = dicomIndex
+		}
+		c, err := httpx.New(p, env, cfg)
 		if err != nil {
 			return nil, nil, err
 		}
