@@ -77,6 +77,8 @@ func TestExamplePolicies(t *testing.T) {
 		{"hipaa.yaml", "anyone else safe harbor", "spiffe://mercy.example.org/sidecar", Inbound, "pacs", "spiffe://telehealth.example.com/app", time.Time{}, deidentify("hipaa-safe-harbor", "")},
 		{"hipaa.yaml", "offshore reader safe harbor", "spiffe://mercy.example.org/sidecar", Inbound, "pacs", "spiffe://reading.example.in/ws", time.Time{}, deidentify("hipaa-safe-harbor", "")},
 		{"hipaa.yaml", "feed only for own sites", "spiffe://mercy.example.org/sidecar", Inbound, "hl7-feed", "spiffe://radpartners.example.com/reader", time.Time{}, denied(ReasonIDNotAllowed)},
+		{"hipaa.yaml", "feed to the interface engine", "spiffe://mercy.example.org/sidecar", Inbound, "hl7-feed", "spiffe://mercy.example.org/interface-engine/1", time.Time{}, allow("")},
+		{"hipaa.yaml", "feed not to a workstation", "spiffe://mercy.example.org/sidecar", Inbound, "hl7-feed", "spiffe://mercy.example.org/clinic-2/ws", time.Time{}, denied(ReasonConditionFalse)},
 	}
 	signer := exampleSigner(t)
 	for _, tt := range tests {
