@@ -61,8 +61,15 @@
 // The CRC only tells a torn write from damage; it is not a defence.
 //
 // The state file holds the ack watermark and a floor for the next seq, with
-// a CRC-32C. Seqs and the times of writes are visible on disk;
-// event contents and their times are not.
+// a CRC-32C. Before a segment takes its first record the floor is raised
+// past the most records the segment can hold, so that no seq is handed out
+// twice even if the newest segment is later cut or moved aside; Close
+// lowers it to the next seq. After a crash seqs therefore jump ahead, as
+// they skip what DropOldest deleted and a torn tail held: gaps are normal
+// and are not loss.
+//
+// Seqs and the times of writes are visible on disk; event contents and
+// their times are not.
 //
 // # Crashes
 //

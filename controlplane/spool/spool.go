@@ -228,7 +228,9 @@ type Spool struct {
 	opt  Options
 	lock io.Closer
 
-	ackMu sync.Mutex // serializes state file writes (Ack, Close)
+	ackMu   sync.Mutex // serializes Ack and Close
+	stateMu sync.Mutex // serializes state file writes; taken before mu
+	perSeg  uint64     // most records one segment can hold
 
 	mu       sync.Mutex
 	cond     *sync.Cond // signalled when a flush ends
@@ -246,7 +248,9 @@ type Spool struct {
 	spare    []byte
 	scratch  []byte
 	flushing bool
-	waiting  bool // notify was handed out by Wait
+	rotating bool   // a new segment is being made, with mu released
+	floor    uint64 // the next-seq floor in the state file
+	waiting  bool   // notify was handed out by Wait
 	notify   chan struct{}
 	cursor   cursor
 }
@@ -288,6 +292,7 @@ func Open(ctx context.Context, dir string, kr keys.Keyring, opt Options) (*Spool
 		notify: make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.perSeg = uint64(opt.SegmentBytes/frameLen(0)) + 1
 	if err := s.recover(ctx); err != nil {
 		lock.Close()
 		return nil, err
@@ -369,6 +374,9 @@ func (s *Spool) recover(ctx context.Context) error {
 	for i, base := range bases {
 		seg, err := loadSegment(filepath.Join(s.dir, segName(base)), base, i == len(bases)-1, unwrap)
 		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("spool: open: %w", ctx.Err())
+			}
 			return err
 		}
 		next = max(next, seg.base, seg.last+1)
@@ -385,6 +393,7 @@ func (s *Spool) recover(ctx context.Context) error {
 	if err := writeState(s.dir, state{acked: s.acked, next: s.next}); err != nil {
 		return err
 	}
+	s.floor = s.next
 	var errs []error
 	s.segs = slices.DeleteFunc(s.segs, func(seg *segment) bool {
 		if seg.last >= seg.base && seg.last > s.acked {
@@ -489,6 +498,10 @@ func (s *Spool) Append(data []byte, mode FullMode) (uint64, error) {
 		}
 		if s.err != nil {
 			return 0, s.err
+		}
+		if s.rotating {
+			s.cond.Wait()
+			continue
 		}
 		cur := s.cur
 		rotate := cur == nil || cur.size+flen > s.opt.SegmentBytes
@@ -600,18 +613,33 @@ func (s *Spool) wake() {
 	}
 }
 
-// rotate closes the current segment and begins a new one. s.mu is held and
-// nothing is queued or being written.
+// rotate closes the current segment and begins a new one. s.mu is held
+// and nothing is queued or being written; it is released while the files
+// are written, and Appends wait meanwhile.
 func (s *Spool) rotate() error {
-	old := s.cur
+	old, base := s.cur, s.next
+	s.rotating = true
+	s.mu.Unlock()
+	var syncErr, err error
 	if old != nil && s.opt.Sync == SyncWrite {
 		// Only the newest segment may have a torn tail after a crash.
-		if err := old.f.Sync(); err != nil {
-			s.fail(fmt.Errorf("spool: sync %s: %w; close the spool and open it again", old.path, err))
-			return s.err
+		syncErr = old.f.Sync()
+	}
+	var seg *segment
+	if syncErr == nil {
+		// Reserve every seq the new segment can hold before it holds any,
+		// so that none is handed out twice even if the segment is lost.
+		if err = s.saveState(0, base+s.perSeg, false); err == nil {
+			seg, err = s.createSegment(base)
 		}
 	}
-	seg, err := s.createSegment(s.next)
+	s.mu.Lock()
+	s.rotating = false
+	s.cond.Broadcast()
+	if syncErr != nil {
+		s.fail(fmt.Errorf("spool: sync %s: %w; close the spool and open it again", old.path, syncErr))
+		return s.err
+	}
 	if err != nil {
 		return err
 	}
@@ -629,6 +657,27 @@ func (s *Spool) rotate() error {
 			s.bytes -= old.size
 		}
 	}
+	return nil
+}
+
+// saveState writes the state file with the ack watermark raised to acked
+// and the next-seq floor raised to floor; with exact, the floor becomes
+// the next seq itself, which only Close may do. s.mu is not held.
+func (s *Spool) saveState(acked, floor uint64, exact bool) error {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.mu.Lock()
+	st := state{acked: max(acked, s.acked), next: max(floor, s.next, s.floor)}
+	if exact {
+		st.next = s.next
+	}
+	s.mu.Unlock()
+	if err := writeState(s.dir, st); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.floor = st.next
+	s.mu.Unlock()
 	return nil
 }
 
@@ -784,12 +833,12 @@ var closedChan = func() chan struct{} {
 }()
 
 // Wait returns a channel that is closed once a record with a seq above
-// after can be read with Pending, or the spool is closed or has failed.
-// A sender loops: Pending, send, and when there is nothing new, Wait.
+// after can be read with Pending, or the spool is closed. A sender loops:
+// Pending, send, and when there is nothing new, Wait.
 func (s *Spool) Wait(after uint64) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.synced > after || s.err != nil || s.closing {
+	if s.synced > after || s.closing {
 		return closedChan
 	}
 	s.waiting = true
@@ -817,10 +866,9 @@ func (s *Spool) Ack(seq uint64) error {
 		s.mu.Unlock()
 		return nil
 	}
-	st := state{acked: seq, next: s.next}
 	s.mu.Unlock()
 
-	if err := writeState(s.dir, st); err != nil {
+	if err := s.saveState(seq, 0, false); err != nil {
 		return err
 	}
 
@@ -879,11 +927,14 @@ func (s *Spool) Close() error {
 		return nil
 	}
 	s.closing = true
-	for s.err == nil && (s.flushing || len(s.buf) > 0) {
-		s.flushOrWait()
-	}
-	for s.flushing { // after a failure, let the last write end before closing its file
-		s.cond.Wait()
+	for {
+		if s.flushing || s.rotating {
+			s.cond.Wait()
+		} else if s.err == nil && len(s.buf) > 0 {
+			s.flush()
+		} else {
+			break
+		}
 	}
 	err := s.err
 	if cur := s.cur; cur != nil && cur.f != nil {
@@ -895,6 +946,13 @@ func (s *Spool) Close() error {
 		}
 		cur.f = nil
 	}
+	s.mu.Unlock()
+	if err == nil {
+		// Nothing more will be appended: the floor can come down to the
+		// next seq, so a clean restart does not skip the reserved ones.
+		err = s.saveState(0, 0, true)
+	}
+	s.mu.Lock()
 	s.fail(ErrClosed)
 	s.mu.Unlock()
 	if lerr := s.lock.Close(); err == nil {

@@ -145,6 +145,34 @@ func TestRestartKeepsPendingAndSeqs(t *testing.T) {
 	}
 }
 
+// TestSeqsReservedPerSegment loses the newest segment after a crash (the
+// operator moved it aside, or cut it, after a CorruptError): seqs its
+// records held, which the control plane may have stored, are not handed
+// out again.
+func TestSeqsReservedPerSegment(t *testing.T) {
+	ctx := context.Background()
+	kr := newKeyring(t)
+	dir := spoolDir(t)
+	s, err := Open(ctx, dir, kr, smallOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := appendN(t, s, "a", 15, 600)
+	s.lock.Close() // the process dies: no Close
+	files := segFiles(t, dir)
+	if err := os.Rename(files[len(files)-1], filepath.Join(filepath.Dir(dir), "aside.seg")); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, kr, smallOpts())
+	seq, err := s.Append([]byte("b"), FailClosed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := seqs[len(seqs)-1]; seq <= last {
+		t.Errorf("Append after losing the newest segment = seq %d, not above %d", seq, last)
+	}
+}
+
 func TestAckDeletesSegments(t *testing.T) {
 	dir := spoolDir(t)
 	s := open(t, dir, newKeyring(t), smallOpts())

@@ -16,7 +16,7 @@ import (
 //	0       4     magic "MGSQ"
 //	4       1     format version, 1
 //	5       8     acked: every record with a seq up to this was delivered
-//	13      8     next: no seq below this is ever handed out again
+//	13      8     next: no seq at or above this was handed out yet
 //	21      4     CRC-32C of bytes 0-20
 //
 // It is replaced whole: written to a temporary file, synced, renamed over
