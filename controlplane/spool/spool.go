@@ -233,7 +233,7 @@ type Spool struct {
 	perSeg  uint64     // most records one segment can hold
 
 	mu       sync.Mutex
-	cond     *sync.Cond // signalled when a flush ends
+	cond     *sync.Cond // signalled when a flush or a rotation ends
 	err      error      // sticky: a write failed, or ErrClosed
 	closing  bool
 	segs     []*segment // oldest first; cur, when set, is last
