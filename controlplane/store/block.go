@@ -51,6 +51,17 @@ func appendBlock(dst, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
+// frameInPlace fills in the header of b, whose first blockHeader bytes
+// are room for it and the rest the payload.
+func frameInPlace(b []byte) {
+	h := b[:blockHeader]
+	copy(h[:4], blockMagic[:])
+	binary.BigEndian.PutUint32(h[4:8], uint32(len(b)-blockHeader))
+	crc := crc32.Update(0, castagnoli, h[4:8])
+	crc = crc32.Update(crc, castagnoli, b[blockHeader:])
+	binary.BigEndian.PutUint32(h[8:12], crc)
+}
+
 // errBadBlock is an invalid block at a reader's current offset.
 var errBadBlock = errors.New("invalid block")
 

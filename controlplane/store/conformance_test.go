@@ -189,7 +189,9 @@ func testFilters(t *testing.T, b backend) {
 	ctx := context.Background()
 	s := openStore(t, b.url(t), testKey("k"), 0)
 	defer mustClose(t, s)
-	ev := func(src string, seq int, kv ...string) Event { return Event{Source: src, Seq: uint64(seq), Record: record(seq, kv...)} }
+	ev := func(src string, seq int, kv ...string) Event {
+		return Event{Source: src, Seq: uint64(seq), Record: record(seq, kv...)}
+	}
 	mustAppend(t, s, []Event{
 		ev(srcA, 1, "peer_id", "spiffe://lab", "route", "pacs", "verdict", "allow", "local_jurisdiction", "EU", "peer_jurisdiction", "CN", "patient", "tokP1", "study_uid", "1.2.3"),
 		ev(srcA, 2, "peer_id", "spiffe://lab", "route", "pacs", "verdict", "deny", "local_jurisdiction", "EU", "peer_jurisdiction", "EU"),

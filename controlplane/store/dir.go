@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,8 +66,12 @@ type dirStore struct {
 	stBlocks int
 }
 
+// entryOverhead bounds the bytes an entry takes beyond its source and
+// record (see appendEntry).
+const entryOverhead = 3*8 + 4*binary.MaxVarintLen64 + 2*HashSize
+
 type pendingChunk struct {
-	payload []byte // entries payload, kind byte included
+	payload []byte // blockHeader bytes of room, then the entries payload, kind byte included
 	index   uint64 // head after this chunk
 	hash    []byte
 	marks   []mark // highest Seq per source in this chunk
@@ -339,10 +344,15 @@ func (s *dirStore) writable() error {
 }
 
 func (s *dirStore) Append(ctx context.Context, events []Event) error {
+	size := blockHeader + 1
 	for i, e := range events {
-		if _, err := validate(i, e); err != nil {
+		if _, err := validate(i, e, false); err != nil {
 			return err
 		}
+		size += entryOverhead + len(e.Source) + len(e.Record)
+	}
+	if size-blockHeader > maxBlock {
+		return fmt.Errorf("%w: batch of %d events takes more than %d bytes: split it", ErrInvalidEvent, len(events), maxBlock)
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -355,7 +365,8 @@ func (s *dirStore) Append(ctx context.Context, events []Event) error {
 	fresh := dedup(events, func(src string) uint64 { return s.hw[src] }, func(src string, seq uint64) { s.hw[src] = seq })
 	if len(fresh) > 0 {
 		received := now(s.deps)
-		p := []byte{kindEntries}
+		p := make([]byte, blockHeader, size)
+		p = append(p, kindEntries)
 		var marks []mark
 		for _, ev := range fresh {
 			e := s.chain.next(ev, received)
@@ -407,16 +418,20 @@ func (s *dirStore) commit(target uint64) error {
 	}
 	for len(chunks) > 0 {
 		// One block per write and fsync, so only the last block can tear.
-		p := []byte{kindEntries}
-		n := 0
-		for n < len(chunks) && (n == 0 || len(p)+len(chunks[n].payload)-1 <= maxBlock) {
-			p = append(p, chunks[n].payload[1:]...)
+		// A lone chunk (the usual case) is framed in place.
+		b := chunks[0].payload
+		n := 1
+		for n < len(chunks) && len(b)+len(chunks[n].payload)-blockHeader-1 <= blockHeader+maxBlock {
+			if n == 1 {
+				b = slices.Clone(b)
+			}
+			b = append(b, chunks[n].payload[blockHeader+1:]...)
 			n++
 		}
-		if len(p) > maxBlock {
-			return fail(fmt.Errorf("batch of %d bytes exceeds the block limit %d", len(p), maxBlock))
+		if len(b)-blockHeader > maxBlock {
+			return fail(fmt.Errorf("batch of %d bytes exceeds the block limit %d", len(b)-blockHeader, maxBlock))
 		}
-		b := appendBlock(nil, p)
+		frameInPlace(b)
 		if _, err := s.events.WriteAt(b, off); err != nil {
 			return fail(err)
 		}

@@ -80,6 +80,7 @@ const migrationLock = 0x6d65646761746500
 // pgStore is the PostgreSQL store. Appends from every replica serialize on
 // the one row of medgate_chain_head, locked FOR UPDATE in the transaction.
 type pgStore struct {
+	group    groupCommit
 	cfg      Config
 	deps     Deps
 	pool     *connPool
@@ -159,7 +160,7 @@ func migrate(ctx context.Context, c *pgx.Conn) error {
 func (s *pgStore) Append(ctx context.Context, events []Event) error {
 	fs := make([]fields, len(events))
 	for i, e := range events {
-		f, err := validate(i, e)
+		f, err := validate(i, e, true)
 		if err != nil {
 			return err
 		}
@@ -171,11 +172,92 @@ func (s *pgStore) Append(ctx context.Context, events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	return s.pool.with(ctx, func(c *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
-			return s.appendTx(ctx, tx, events, fs)
+	return s.group.append(ctx, events, fs, func(ctx context.Context, events []Event, fs []fields) error {
+		return s.pool.with(ctx, func(c *pgx.Conn) error {
+			return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+				return s.appendTx(ctx, tx, events, fs)
+			})
 		})
 	})
+}
+
+// groupCommit merges concurrent Appends of one store into one transaction:
+// appends serialize on the chain head anyway, and one commit (one WAL
+// flush) for many small batches is what keeps a replica that serves many
+// sidecars from being bound by commit latency.
+type groupCommit struct {
+	mu      sync.Mutex
+	queue   []*groupBatch
+	leading bool
+}
+
+type groupBatch struct {
+	events []Event
+	fields []fields
+	done   chan error    // the outcome, once
+	lead   chan struct{} // closed when this batch's caller is to lead
+}
+
+// maxGroupEvents bounds the events of one merged transaction.
+const maxGroupEvents = 5000
+
+func (g *groupCommit) append(ctx context.Context, events []Event, fs []fields, commit func(context.Context, []Event, []fields) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b := &groupBatch{events: events, fields: fs, done: make(chan error, 1), lead: make(chan struct{})}
+	g.mu.Lock()
+	g.queue = append(g.queue, b)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if !lead {
+		// No giving up on ctx here: a waiter that left could be handed the
+		// lead and stall the queue. The wait is bounded by the leader's
+		// transaction timeout.
+		select {
+		case err := <-b.done:
+			return err
+		case <-b.lead:
+		}
+	}
+	// Lead one round: commit what is queued (this batch first among it),
+	// then hand the lead to the next waiter, if any.
+	g.mu.Lock()
+	var round []*groupBatch
+	n := 0
+	for len(g.queue) > 0 && (len(round) == 0 || n+len(g.queue[0].events) <= maxGroupEvents) {
+		round = append(round, g.queue[0])
+		n += len(g.queue[0].events)
+		g.queue = g.queue[1:]
+	}
+	g.mu.Unlock()
+	var evs []Event
+	var fls []fields
+	if len(round) == 1 {
+		evs, fls = round[0].events, round[0].fields
+	} else {
+		evs, fls = make([]Event, 0, n), make([]fields, 0, n)
+		for _, r := range round {
+			evs, fls = append(evs, r.events...), append(fls, r.fields...)
+		}
+	}
+	// The others' batches ride on this caller's transaction: its
+	// cancellation must not fail them.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	err := commit(cctx, evs, fls)
+	cancel()
+	for _, r := range round {
+		r.done <- err
+	}
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		close(g.queue[0].lead)
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+	return <-b.done
 }
 
 func (s *pgStore) appendTx(ctx context.Context, tx pgx.Tx, events []Event, fs []fields) error {

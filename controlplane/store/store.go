@@ -240,10 +240,10 @@ func schemeOf(u string) string {
 // now returns the clock's time in UTC at the precision the stores keep.
 func now(deps Deps) time.Time { return deps.Now().UTC().Truncate(time.Microsecond) }
 
-// validate checks one event of a batch and returns its filter fields. The
-// error names the position, the source and the sequence number, never the
-// record's content.
-func validate(i int, e Event) (fields, error) {
+// validate checks one event of a batch and, if withFields, returns its
+// filter fields. The error names the position, the source and the sequence
+// number, never the record's content.
+func validate(i int, e Event, withFields bool) (fields, error) {
 	bad := func(reason string) (fields, error) {
 		return fields{}, fmt.Errorf("%w: event %d of batch (source %q, seq %d): %s", ErrInvalidEvent, i, truncate(e.Source, 128), e.Seq, reason)
 	}
@@ -260,6 +260,13 @@ func validate(i int, e Event) (fields, error) {
 		return bad("seq above 2^63-1")
 	case len(e.Record) > MaxRecordSize:
 		return bad(fmt.Sprintf("record of %d bytes is larger than %d", len(e.Record), MaxRecordSize))
+	}
+	if !withFields {
+		// The same acceptance as extract, without decoding.
+		if err := checkObject(e.Record); err != nil {
+			return bad(err.Error())
+		}
+		return fields{}, nil
 	}
 	f, err := extract(e.Record)
 	if err != nil {
@@ -332,18 +339,35 @@ type recordShape struct {
 
 var errNotObject = errors.New("record is not a JSON object")
 
-// extract checks that record is one JSON object and returns its filter fields.
-func extract(record []byte) (fields, error) {
+func startsObject(record []byte) bool {
 	i := 0
 	for i < len(record) && (record[i] == ' ' || record[i] == '\t' || record[i] == '\n' || record[i] == '\r') {
 		i++
 	}
-	if i == len(record) || record[i] != '{' {
+	return i < len(record) && record[i] == '{'
+}
+
+// checkObject checks that record is one JSON object.
+func checkObject(record []byte) error {
+	if !startsObject(record) {
+		return errNotObject
+	}
+	if !json.Valid(record) {
+		return errNotJSON
+	}
+	return nil
+}
+
+var errNotJSON = errors.New("record is not valid JSON")
+
+// extract checks that record is one JSON object and returns its filter fields.
+func extract(record []byte) (fields, error) {
+	if !startsObject(record) {
 		return fields{}, errNotObject
 	}
 	var r recordShape
 	if err := json.Unmarshal(record, &r); err != nil {
-		return fields{}, errors.New("record is not valid JSON")
+		return fields{}, errNotJSON
 	}
 	f := fields{
 		Peer:     text(r.Peer),
