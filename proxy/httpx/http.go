@@ -57,7 +57,9 @@ type Config struct {
 	// MaxHeaderBytes bounds a message's start line and header fields;
 	// 0 means DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
-	// MaxBody bounds a masked body as it arrives; 0 means DefaultMaxBody.
+	// MaxBody bounds a masked FHIR body as it arrives; 0 means
+	// DefaultMaxBody. DICOMweb bodies stream with bounded memory and have
+	// no such bound (each DICOM JSON data set has dicom.MaxJSONDataSet).
 	MaxBody int64
 	// Now is the clock for the reference year of birth years; nil means
 	// time.Now.
