@@ -180,8 +180,8 @@ type Config struct {
 type Deps struct {
 	// Signer signs checkpoints. Nil opens the store read-only.
 	Signer ed25519.PrivateKey
-	// Logger receives warnings such as a torn tail truncated on open.
-	// Nil discards them.
+	// Logger receives warnings such as a torn tail truncated on open. Nil
+	// is slog.Default(), so such a warning is never silently dropped.
 	Logger *slog.Logger
 	// Now is the clock for Received and default times. Nil is time.Now.
 	Now func() time.Time
@@ -202,7 +202,7 @@ func OpenWith(ctx context.Context, cfg Config, deps Deps) (Store, error) {
 		return nil, fmt.Errorf("store: signer has %d bytes, want an Ed25519 private key of %d", len(deps.Signer), ed25519.PrivateKeySize)
 	}
 	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
+		deps.Logger = slog.Default()
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now

@@ -146,10 +146,11 @@ func (c *Cluster) logTail(n int) string {
 // binDir finds the directory of initdb and postgres, or skips (or fails) tb.
 func binDir(tb testing.TB) string {
 	tb.Helper()
+	where := "/usr/lib/postgresql/*/bin"
+	dirs, _ := filepath.Glob(where)
 	if d := os.Getenv("MEDGATE_PG_BIN"); d != "" {
-		return d
+		where, dirs = d+" (MEDGATE_PG_BIN)", []string{d}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	var ok []string
 	for _, d := range dirs {
 		if isExec(filepath.Join(d, "initdb")) && isExec(filepath.Join(d, "postgres")) {
@@ -157,7 +158,7 @@ func binDir(tb testing.TB) string {
 		}
 	}
 	if len(ok) == 0 {
-		msg := "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: install the Debian package postgresql (apt-get install postgresql)"
+		msg := "PostgreSQL server binaries (initdb, postgres) not found in " + where + ": install the Debian package postgresql (apt-get install postgresql)"
 		if os.Getenv("MEDGATE_REQUIRE_POSTGRES") == "1" {
 			tb.Fatal("storetest: " + msg + "; MEDGATE_REQUIRE_POSTGRES=1 makes this a failure")
 		}
@@ -303,6 +304,7 @@ func (c *Cluster) launch(who runAs, bin, data string, opt Options) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	orphanSignal(cmd.SysProcAttr)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
