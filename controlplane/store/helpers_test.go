@@ -82,12 +82,6 @@ type backend struct {
 	rewrite func(t *testing.T, url string, entries func([]Entry) []Entry, cps func([]Checkpoint) []Checkpoint)
 }
 
-type opened struct {
-	Store
-	url   string
-	clock *clock
-}
-
 func openStore(t *testing.T, url string, key ed25519.PrivateKey, every int) Store {
 	t.Helper()
 	s, err := OpenWith(context.Background(), Config{URL: url, CheckpointEvery: every},
