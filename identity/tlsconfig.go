@@ -55,19 +55,35 @@ func AllowID(want spiffeid.ID) Authorizer {
 // hybrid post-quantum X25519MLKEM768 first. Session tickets are off: every
 // connection is a full handshake that verifies the peer afresh.
 func ServerConfig(src Source, authorize Authorizer, now func() time.Time) *tls.Config {
+	return serverConfig(src, authorize, now, ALPN)
+}
+
+// GRPCServerConfig is ServerConfig for a gRPC server (the control plane):
+// the same checks, with ALPN h2.
+func GRPCServerConfig(src Source, authorize Authorizer) *tls.Config {
+	return serverConfig(src, authorize, nil, "h2")
+}
+
+// GRPCClientConfig is ClientConfig for a gRPC client: the same checks,
+// with ALPN h2.
+func GRPCClientConfig(src Source, authorize Authorizer) *tls.Config {
+	return clientConfig(src, authorize, nil, "h2")
+}
+
+func serverConfig(src Source, authorize Authorizer, now func() time.Time, alpn string) *tls.Config {
 	if now == nil {
 		now = time.Now
 	}
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		NextProtos:             []string{ALPN},
+		NextProtos:             []string{alpn},
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			return certificate(src)
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verify(cs, src, authorize, now())
+			return verify(cs, src, authorize, now(), alpn)
 		},
 	}
 }
@@ -78,19 +94,23 @@ func ServerConfig(src Source, authorize Authorizer, now func() time.Time) *tls.C
 // AllowID of the route's remote sidecar). Host names are not checked; the
 // SPIFFE ID is.
 func ClientConfig(src Source, authorize Authorizer, now func() time.Time) *tls.Config {
+	return clientConfig(src, authorize, now, ALPN)
+}
+
+func clientConfig(src Source, authorize Authorizer, now func() time.Time, alpn string) *tls.Config {
 	if now == nil {
 		now = time.Now
 	}
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		NextProtos:             []string{ALPN},
+		NextProtos:             []string{alpn},
 		InsecureSkipVerify:     true, // replaced by VerifyConnection below
 		SessionTicketsDisabled: true,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return certificate(src)
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verify(cs, src, authorize, now())
+			return verify(cs, src, authorize, now(), alpn)
 		},
 	}
 }
@@ -107,9 +127,9 @@ func certificate(src Source) (*tls.Certificate, error) {
 	return c, nil
 }
 
-func verify(cs tls.ConnectionState, bundles x509bundle.Source, authorize Authorizer, now time.Time) error {
-	if cs.NegotiatedProtocol != ALPN {
-		return &PeerError{Reason: ReasonWrongProtocol, Err: fmt.Errorf("ALPN %q, want %q", cs.NegotiatedProtocol, ALPN)}
+func verify(cs tls.ConnectionState, bundles x509bundle.Source, authorize Authorizer, now time.Time, alpn string) error {
+	if cs.NegotiatedProtocol != alpn {
+		return &PeerError{Reason: ReasonWrongProtocol, Err: fmt.Errorf("ALPN %q, want %q", cs.NegotiatedProtocol, alpn)}
 	}
 	id, err := VerifyPeer(cs.PeerCertificates, bundles, now)
 	if err != nil {

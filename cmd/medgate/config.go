@@ -57,10 +57,15 @@ type sidecarEnv struct {
 	KeyringPINFile string `env:"KEYRING_PIN_FILE" help:"file holding the PIN of the PKCS#11 token"`
 	InnerLayer     string `env:"INNER_LAYER" envDefault:"on" help:"on: seal both directions of the routes set by variables under data keys from MEDGATE_KEYRING; off: TLS only, for peers in the same site"`
 
-	Config           string `env:"CONFIG" help:"YAML file with more inbound and outbound routes (same fields)"`
-	PolicyFile       string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents): access, posture profiles, jurisdictions, residency; replaces MEDGATE_INBOUND_ALLOW; reloaded when it changes"`
-	PostureTokenFile string `env:"POSTURE_TOKEN_FILE" help:"file holding this device's posture token (from an MDM/EDR issuer or 'medgate posture issue --refresh'); sent to peers and refreshed in band"`
-	EventLog         string `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
+	Config     string `env:"CONFIG" help:"YAML file with more inbound and outbound routes (same fields)"`
+	PolicyFile string `env:"POLICY_FILE" help:"local policy file (YAML, medgate.io/v1 documents): access, posture profiles, jurisdictions, residency; replaces MEDGATE_INBOUND_ALLOW; reloaded when it changes"`
+	ControlPlaneClient
+	StateDir         string        `env:"STATE_DIR" envDefault:"/var/lib/medgate" help:"where the sidecar keeps the last good policy from the control plane and its encrypted access event spool"`
+	PolicyMaxAge     time.Duration `env:"POLICY_MAX_AGE" envDefault:"24h" help:"how long the last good policy stays in force while the control plane cannot be reached; then the sidecar refuses traffic until it is back"`
+	EventSpoolMB     int           `env:"EVENT_SPOOL_MB" envDefault:"256" help:"bound on the encrypted spool of access events not yet acknowledged by the control plane, in MiB"`
+	EventSpoolFull   string        `env:"EVENT_SPOOL_FULL" envDefault:"fail-closed" help:"when the spool is full: fail-closed refuses new sessions until events drain; drop-oldest loses the oldest events and counts them in medgate_events_dropped_total"`
+	PostureTokenFile string        `env:"POSTURE_TOKEN_FILE" help:"file holding this device's posture token (from an MDM/EDR issuer or 'medgate posture issue --refresh'); sent to peers and refreshed in band"`
+	EventLog         string        `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
 
 	AdminAddr string `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9901" help:"address of /healthz, /readyz and /metrics; off turns it off"`
 	LogLevel  string `env:"LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
@@ -102,6 +107,8 @@ type routesFile struct {
 type sidecarConfig struct {
 	env   sidecarEnv
 	proxy proxy.Config
+	// controlPlaneID admits the control plane, when there is one.
+	controlPlaneID identity.Patterns
 	// workloadAPI is set when identity comes from the Workload API.
 	workloadAPI string
 }
@@ -120,6 +127,28 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 	cfg := &sidecarConfig{env: e}
 
 	cfg.workloadAPI = e.SVIDSettings.check(environ, bad)
+	cfg.controlPlaneID = e.ControlPlaneClient.check(bad)
+	policyElsewhere := e.PolicyFile != "" || e.ControlPlane != ""
+	if e.ControlPlane != "" {
+		if e.PolicyFile != "" {
+			bad("POLICY_FILE", "set together with MEDGATE_CONTROL_PLANE; policy comes from one place")
+		}
+		if e.Keyring == "" {
+			bad("KEYRING", "required with MEDGATE_CONTROL_PLANE: access events are spooled encrypted under it")
+		}
+		if e.StateDir == "" {
+			bad("STATE_DIR", "required with MEDGATE_CONTROL_PLANE")
+		}
+		if e.PolicyMaxAge <= 0 {
+			bad("POLICY_MAX_AGE", "must be positive, got %s", e.PolicyMaxAge)
+		}
+		if e.EventSpoolMB < 1 {
+			bad("EVENT_SPOOL_MB", "must be at least 1, got %d", e.EventSpoolMB)
+		}
+	}
+	if _, err := parseFullMode(e.EventSpoolFull); err != nil {
+		bad("EVENT_SPOOL_FULL", "%v", err)
+	}
 
 	// Routes from variables.
 	if e.InboundListen != "" || e.InboundUpstream != "" || e.InboundAllow != "" {
@@ -142,9 +171,9 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 			bad("INBOUND_ALLOW", "%v", err)
 		}
 		switch {
-		case len(ps) == 0 && e.PolicyFile == "" && err == nil:
+		case len(ps) == 0 && !policyElsewhere && err == nil:
 			bad("INBOUND_ALLOW", "empty: without a policy file the inbound route would admit nobody")
-		case e.InboundAllow != "" && e.PolicyFile != "":
+		case e.InboundAllow != "" && policyElsewhere:
 			bad("INBOUND_ALLOW", "set together with MEDGATE_POLICY_FILE, which decides admission; list the IDs in the route's AccessPolicy instead")
 		}
 		r.Allow = ps
@@ -173,7 +202,7 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		cfg.proxy.Outbound = append(cfg.proxy.Outbound, r)
 	}
 	if e.Config != "" {
-		in, out, err := loadRoutesFile(e.Config, e.PolicyFile != "")
+		in, out, err := loadRoutesFile(e.Config, policyElsewhere)
 		if err != nil {
 			bad("CONFIG", "%v", err)
 		}

@@ -156,6 +156,13 @@ func testKeyring(t *testing.T) string {
 // test's keyring as defaults) and waits until it has started.
 func startSidecar(t *testing.T, env map[string]string) *sidecar {
 	t.Helper()
+	return startMedgate(t, "sidecar", env)
+}
+
+// startMedgate runs a long-lived subcommand (sidecar or control-plane)
+// and waits until it says it has started.
+func startMedgate(t *testing.T, sub string, env map[string]string) *sidecar {
+	t.Helper()
 	s := &sidecar{t: t, logs: &syncBuffer{}, events: filepath.Join(t.TempDir(), "events.jsonl"), exited: make(chan error, 1)}
 	full := map[string]string{
 		"MEDGATE_ADMIN_ADDR": "127.0.0.1:0",
@@ -168,7 +175,7 @@ func startSidecar(t *testing.T, env map[string]string) *sidecar {
 	for k, v := range env {
 		full[k] = v
 	}
-	s.cmd = exec.Command(medgateBin, "sidecar")
+	s.cmd = exec.Command(medgateBin, sub)
 	for k, v := range full {
 		s.cmd.Env = append(s.cmd.Env, k+"="+v)
 	}
@@ -197,6 +204,9 @@ func startSidecar(t *testing.T, env map[string]string) *sidecar {
 				s.in, _ = rec["listen"].(string)
 			case "outbound route":
 				s.out, _ = rec["listen"].(string)
+			case "control plane started":
+				s.in, _ = rec["listen"].(string)
+				once.Do(func() { close(started) })
 			case "sidecar started":
 				once.Do(func() { close(started) })
 			}
@@ -213,9 +223,10 @@ func startSidecar(t *testing.T, env map[string]string) *sidecar {
 	select {
 	case <-started:
 	case err := <-s.exited:
-		t.Fatalf("sidecar exited at start: %v\n%s", err, s.logs.String())
+		s.exited <- err
+		t.Fatalf("%s exited at start: %v\n%s", sub, err, s.logs.String())
 	case <-time.After(20 * time.Second):
-		t.Fatalf("sidecar did not start\n%s", s.logs.String())
+		t.Fatalf("%s did not start\n%s", sub, s.logs.String())
 	}
 	return s
 }
@@ -231,6 +242,13 @@ func (s *sidecar) stop() error {
 		s.t.Fatal("sidecar did not stop after SIGTERM")
 		return nil
 	}
+}
+
+// kill ends the process with SIGKILL, as a crash would.
+func (s *sidecar) kill() {
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-s.exited
+	s.exited <- err
 }
 
 // eventsWith waits for access events matching pred in the event log.

@@ -63,13 +63,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"sidecar": {"run inbound and outbound routes (settings from MEDGATE_* variables)", runSidecar},
-		"dev-ca":  {"create a development CA and issue X.509-SVIDs without SPIRE", runDevCA},
-		"posture": {"collect device posture; a development posture issuer", runPosture},
-		"keys":    {"create, rotate, list and retire the envelope keyring's keys", runKeys},
-		"seal":    {"encrypt a file at rest in medgate's record format", runSeal},
-		"open":    {"decrypt and verify a sealed file", runOpen},
-		"demo":    {"run sidecars, a PACS, an HL7 feed across a border and refused peers here, and report", runDemo},
+		"sidecar":       {"run inbound and outbound routes (settings from MEDGATE_* variables)", runSidecar},
+		"dev-ca":        {"create a development CA and issue X.509-SVIDs without SPIRE", runDevCA},
+		"posture":       {"collect device posture; a development posture issuer", runPosture},
+		"keys":          {"create, rotate, list and retire the envelope keyring's keys", runKeys},
+		"seal":          {"encrypt a file at rest in medgate's record format", runSeal},
+		"open":          {"decrypt and verify a sealed file", runOpen},
+		"control-plane": {"run the control plane: policy over xDS, access events, audit store", runControlPlane},
+		"policy":        {"apply, diff, get, roll back policy; see which sidecars run which version", runPolicy},
+		"audit":         {"verify the audit trail's hash chain; query it; breach-response report", runAudit},
+		"demo":          {"run sidecars, a PACS, an HL7 feed across a border and refused peers here, and report", runDemo},
 		"version": {"print the version", func(_ context.Context, _ []string, _ map[string]string, stdout, _ io.Writer) error {
 			fmt.Fprintf(stdout, "medgate %s\n", version)
 			return nil
@@ -114,7 +117,7 @@ Commands:
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-14s %s\n", n, cmds[n].summary)
 	}
 	fmt.Fprint(w, "\nRun 'medgate COMMAND --help' for a command's flags and settings.\n")
 }

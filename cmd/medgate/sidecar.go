@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/posture"
 	"github.com/medgate/medgate/proxy"
 )
 
@@ -94,7 +95,26 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	}
 	policyReady := func() error { return nil } // the routes' allow lists
 	var policy *policyWatcher
-	if cfg.env.PolicyFile != "" {
+	var link *controlPlaneLink
+	if cfg.env.ControlPlane != "" {
+		engine, err := posture.NewEngine(posture.Config{}, posture.Deps{})
+		if err != nil {
+			return err
+		}
+		link, err = newControlPlaneLink(ctx, cfg, src, deps.Keyring, engine, log, reg)
+		if err != nil {
+			return err
+		}
+		defer link.close()
+		fileEvents := deps.Events
+		deps.Events = func(e proxy.Event) {
+			fileEvents(e)
+			link.record(e)
+		}
+		deps.Decider = auditGate{engine, link}
+		policyReady = link.agent.Ready
+		deps.Profiles = profileSource(engine.Policy)
+	} else if cfg.env.PolicyFile != "" {
 		policy, err = newPolicyWatcher(cfg.env.PolicyFile, cfg.env.ReloadInterval, log)
 		if err != nil {
 			return fmt.Errorf("MEDGATE_POLICY_FILE: %w", err)
@@ -112,6 +132,11 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 	if policy != nil {
 		policy.changed = srv.Reevaluate
 		g.Go(func() error { return policy.Run(ctx) })
+	}
+	if link != nil {
+		reevaluate := srv.Reevaluate
+		link.reevaluate.Store(&reevaluate)
+		g.Go(func() error { return link.run(ctx) })
 	}
 	if err := srv.Listen(); err != nil {
 		return err

@@ -15,7 +15,6 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,16 +123,9 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 // TLS 1.3, the SVID from src, and a server admitted by authorize.
 func Dial(address string, src identity.Source, authorize identity.Authorizer) (*grpc.ClientConn, error) {
 	return grpc.NewClient(address,
-		grpc.WithTransportCredentials(credentials.NewTLS(GRPCConfig(identity.ClientConfig(src, authorize, nil)))),
+		grpc.WithTransportCredentials(credentials.NewTLS(identity.GRPCClientConfig(src, authorize))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	)
-}
-
-// GRPCConfig adapts a SPIFFE TLS configuration to gRPC, which speaks h2.
-func GRPCConfig(c *tls.Config) *tls.Config {
-	c = c.Clone()
-	c.NextProtos = []string{"h2"}
-	return c
 }
 
 // Conn is the connection to the control plane, shared with the event

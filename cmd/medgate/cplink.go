@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/medgate/medgate/controlplane/agent"
+	"github.com/medgate/medgate/controlplane/spool"
+	"github.com/medgate/medgate/crypto/keys"
+	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/posture"
+	"github.com/medgate/medgate/proxy"
+)
+
+// reasonAuditUnavailable refuses a session whose access events could not
+// be kept: the spool is full and the route fails closed.
+const reasonAuditUnavailable posture.Reason = "audit_unavailable"
+
+// spoolHeadroom is the room an admission needs in the spool: the events of
+// one session.
+const spoolHeadroom = 64 << 10
+
+// controlPlaneLink is the sidecar's side of the control plane: the policy
+// subscription and the access event spool and shipper.
+type controlPlaneLink struct {
+	agent   *agent.Agent
+	spool   *spool.Spool
+	shipper *agent.Shipper
+	mode    spool.FullMode
+	max     int64
+	log     *slog.Logger
+	lost    prometheus.Counter
+	pending prometheus.GaugeFunc
+	// reevaluate judges live sessions again after a policy change; set
+	// once the proxy exists.
+	reevaluate atomic.Pointer[func()]
+}
+
+func parseFullMode(s string) (spool.FullMode, error) {
+	switch s {
+	case "fail-closed", "":
+		return spool.FailClosed, nil
+	case "drop-oldest":
+		return spool.DropOldest, nil
+	}
+	return 0, fmt.Errorf("%q: want fail-closed or drop-oldest", s)
+}
+
+func newControlPlaneLink(ctx context.Context, cfg *sidecarConfig, src identity.Source, kr keys.Keyring, engine *posture.Engine, log *slog.Logger, reg prometheus.Registerer) (*controlPlaneLink, error) {
+	if err := os.MkdirAll(cfg.env.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("MEDGATE_STATE_DIR: %w", err)
+	}
+	mode, _ := parseFullMode(cfg.env.EventSpoolFull)
+	l := &controlPlaneLink{mode: mode, max: int64(cfg.env.EventSpoolMB) << 20, log: log}
+	sp, err := spool.Open(ctx, filepath.Join(cfg.env.StateDir, "events"), kr, spool.Options{MaxBytes: l.max})
+	if err != nil {
+		return nil, fmt.Errorf("access event spool: %w", err)
+	}
+	l.spool = sp
+	apply := func(p *posture.Policy) {
+		engine.SetPolicy(p)
+		if f := l.reevaluate.Load(); f != nil {
+			(*f)()
+		}
+	}
+	ag, err := agent.New(agent.Config{
+		Address:   cfg.env.ControlPlane,
+		ServerID:  cfg.controlPlaneID,
+		CacheFile: filepath.Join(cfg.env.StateDir, "policy.pb"),
+		MaxAge:    cfg.env.PolicyMaxAge,
+	}, agent.Deps{Source: src, Log: log.With("component", "policy"), Check: checkPolicyProfiles, Apply: apply})
+	if err != nil {
+		sp.Close()
+		return nil, err
+	}
+	l.agent = ag
+	l.shipper = agent.NewShipper(ag.Conn(), sp, log.With("component", "events"))
+	l.lost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "medgate_events_lost_total",
+		Help: "Access events that could not be kept: dropped from a full spool (drop-oldest) or refused by it (fail-closed).",
+	})
+	l.pending = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "medgate_events_spooled",
+		Help: "Access events in the spool not yet acknowledged by the control plane.",
+	}, func() float64 { return float64(sp.Stats().Pending) })
+	reg.MustRegister(l.lost, l.pending)
+	return l, nil
+}
+
+// run subscribes and ships until ctx ends.
+func (l *controlPlaneLink) run(ctx context.Context) error {
+	go l.shipper.Run(ctx)
+	return l.agent.Run(ctx)
+}
+
+func (l *controlPlaneLink) close() {
+	l.agent.Close()
+	if err := l.spool.Close(); err != nil {
+		l.log.Error("closing the access event spool", "err", err)
+	}
+}
+
+// record spools an access event for the control plane.
+func (l *controlPlaneLink) record(e proxy.Event) {
+	data, err := json.Marshal(e)
+	if err != nil {
+		l.log.Error("access event not encoded", "err", err)
+		l.lost.Inc()
+		return
+	}
+	before := l.spool.Dropped()
+	if _, err := l.spool.Append(data, l.mode); err != nil {
+		l.lost.Inc()
+		if errors.Is(err, spool.ErrFull) {
+			l.log.Error("ACCESS EVENT LOST: the spool is full and the control plane has not taken its events; new sessions are refused until it does", "kind", e.Kind, "route", e.Route)
+			return
+		}
+		l.log.Error("ACCESS EVENT LOST: spool write failed", "err", err, "kind", e.Kind, "route", e.Route)
+		return
+	}
+	if d := l.spool.Dropped() - before; d > 0 {
+		l.lost.Add(float64(d))
+		l.log.Error("ACCESS EVENTS DROPPED: the spool was full; the oldest events were deleted to keep this one (MEDGATE_EVENT_SPOOL_FULL=drop-oldest)", "dropped", d)
+	}
+}
+
+// full reports whether a new session's events might not fit.
+func (l *controlPlaneLink) full() bool {
+	return l.mode == spool.FailClosed && l.spool.Stats().Bytes+spoolHeadroom > l.max
+}
+
+// auditGate refuses sessions while their access events cannot be kept.
+type auditGate struct {
+	next posture.Decider
+	link *controlPlaneLink
+}
+
+func (g auditGate) Decide(req posture.Request) posture.Decision {
+	d := g.next.Decide(req)
+	if d.Admitted() && g.link.full() {
+		d.Verdict = posture.Deny
+		d.Reasons = append([]posture.Reason{reasonAuditUnavailable}, d.Reasons...)
+	}
+	return d
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/medgate/medgate/controlplane/agent"
+	"github.com/medgate/medgate/controlplane/api"
+	"github.com/medgate/medgate/identity"
+	"github.com/medgate/medgate/identity/devca"
+)
+
+const (
+	cpID    = "spiffe://hospital.example/control-plane"
+	adminID = "spiffe://hospital.example/admin/alice"
+	pacsID  = "spiffe://hospital.example/eu/pacs"
+)
+
+// controlPlane is a running control plane with what a test needs to drive
+// it.
+type controlPlane struct {
+	*sidecar
+	env   map[string]string // its own environment, to restart it
+	admin map[string]string // an admin's environment for 'medgate policy'
+	store string
+	key   string
+}
+
+func startControlPlane(t *testing.T, ca *testCA, env map[string]string) *controlPlane {
+	t.Helper()
+	if env == nil {
+		dir := t.TempDir()
+		env = identityEnv(ca.issue(cpID, time.Hour), ca.bundle())
+		env["MEDGATE_CP_LISTEN"] = "127.0.0.1:0"
+		env["MEDGATE_CP_STORE"] = filepath.Join(dir, "store")
+		env["MEDGATE_CP_AUDIT_KEY"] = filepath.Join(dir, "audit.key")
+		env["MEDGATE_CP_ADMINS"] = "spiffe://hospital.example/admin/*"
+		env["MEDGATE_CP_SIDECARS"] = "spiffe://hospital.example/eu/*,spiffe://hospital.example/cn/*"
+		env["MEDGATE_CP_REPLICA"] = "cp-1"
+	}
+	cp := &controlPlane{sidecar: startMedgate(t, "control-plane", env), env: env, store: env["MEDGATE_CP_STORE"], key: env["MEDGATE_CP_AUDIT_KEY"]}
+	cp.admin = identityEnv(ca.issue(adminID, time.Hour), ca.bundle())
+	cp.admin["MEDGATE_CONTROL_PLANE"] = cp.in
+	cp.admin["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	return cp
+}
+
+// policy runs 'medgate policy ARGS' as the admin.
+func (cp *controlPlane) policy(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	return runBinary(cp.admin, append([]string{"policy"}, args...)...)
+}
+
+// apply applies a policy text and returns the version.
+func (cp *controlPlane) apply(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cp.policy(t, "apply", "-f", p)
+	if err != nil {
+		t.Fatalf("policy apply: %v\n%s", err, out)
+	}
+	f := strings.Fields(out)
+	return f[len(f)-1]
+}
+
+// cpPolicy is a policy for an EU PACS that admits allow.
+func cpPolicy(allow, extra string) string {
+	return `apiVersion: medgate.io/v1
+kind: Jurisdictions
+metadata: {name: sites}
+spec:
+  codes: [EU, CN]
+  bindings:
+    - {id: "spiffe://hospital.example/eu/*", jurisdiction: EU}
+    - {id: "spiffe://hospital.example/cn/*", jurisdiction: CN}
+---
+apiVersion: medgate.io/v1
+kind: ResidencyRules
+metadata: {name: transfers}
+spec:
+  rules:
+    - {dataClass: imaging, from: EU, to: EU, action: allow}
+---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata:
+  name: default
+  annotations: {medgate.io/sidecars: "` + pacsID + `"}
+spec:
+  dataClass: imaging
+  allow: ["` + allow + `"]
+` + extra
+}
+
+// waitFor polls cond until it holds or 20 s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestE2EControlPlane(t *testing.T) {
+	ca := newTestCA(t, "hospital.example")
+	cp := startControlPlane(t, ca, nil)
+	app := startHashApp(t, false)
+
+	// A sidecar that never had a policy refuses traffic.
+	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
+	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+	env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
+	env["MEDGATE_CONTROL_PLANE"] = cp.in
+	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	env["MEDGATE_POLICY_MAX_AGE"] = "1h"
+	pacs := startSidecar(t, env)
+	if code, body := pacs.get("/readyz"); code == 200 {
+		t.Fatalf("ready without a policy: %s", body)
+	}
+	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID))
+	if _, err := send(lab.out, strings.NewReader("x")); err == nil && app.conns.Load() > 0 {
+		t.Fatal("a sidecar without a policy let a session through")
+	}
+	if len(pacs.eventsWith(func(e map[string]any) bool { return hasReason(e, "no_policy") })) == 0 {
+		t.Fatal("no no_policy refusal recorded")
+	}
+
+	// The first policy reaches it without a restart.
+	v1 := cp.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", ""))
+	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
+	payload := "PID|||4711||" + canary + "\r"
+	if got, err := send(lab.out, strings.NewReader(payload)); err != nil || got != hashOf(strings.NewReader(payload)) {
+		t.Fatalf("transfer under v1: %v", err)
+	}
+	out, err := cp.policy(t, "status")
+	if err != nil || !strings.Contains(out, pacsID) || !strings.Contains(out, "in step") {
+		t.Fatalf("policy status after v1 (%s): %v\n%s", v1, err, out)
+	}
+
+	// A change takes effect live: the lab is no longer allowed.
+	v2 := cp.apply(t, cpPolicy("spiffe://hospital.example/eu/radiology/*", ""))
+	waitFor(t, "v2 to be refused to the lab", func() bool {
+		send(lab.out, strings.NewReader("x"))
+		return len(pacs.eventsWith(func(e map[string]any) bool {
+			return e["policy_version"] != nil && hasReason(e, "id_not_allowed")
+		})) > 0
+	})
+
+	// A version the sidecar cannot enforce is NACKed and the old one stays.
+	bad := cpPolicy("spiffe://hospital.example/eu/lab/*", `---
+apiVersion: medgate.io/v1
+kind: MaskingProfile
+metadata: {name: broken}
+spec: {base: no-such-profile}
+`)
+	v3 := cp.apply(t, bad)
+	waitFor(t, "the NACK in policy status", func() bool {
+		out, _ := cp.policy(t, "status")
+		return strings.Contains(out, "refused")
+	})
+	out, _ = cp.policy(t, "status")
+	if !strings.Contains(out, "no-such-profile") {
+		t.Errorf("status does not give the NACK's reason:\n%s", out)
+	}
+	if _, err := send(lab.out, strings.NewReader("x")); err == nil {
+		// v2 still in force: the lab stays refused.
+		time.Sleep(200 * time.Millisecond)
+	}
+	if code, _ := pacs.get("/readyz"); code != 200 {
+		t.Fatal("the sidecar lost its policy after a NACK")
+	}
+	if n := strings.Count(pacs.logs.String(), "policy set refused"); n > 3 {
+		t.Errorf("the NACKed version was sent %d times", n)
+	}
+
+	// History and rollback.
+	out, err = cp.policy(t, "history")
+	for _, v := range []string{v1, v2, v3} {
+		if !strings.Contains(out, v) {
+			t.Fatalf("history lacks %s: %v\n%s", v, err, out)
+		}
+	}
+	if out, err := cp.policy(t, "rollback", v1); err != nil {
+		t.Fatalf("rollback: %v\n%s", err, out)
+	}
+	waitFor(t, "the rollback to admit the lab again", func() bool {
+		got, err := send(lab.out, strings.NewReader(payload))
+		return err == nil && got == hashOf(strings.NewReader(payload))
+	})
+	if out, _ := cp.policy(t, "history"); !strings.Contains(out, "rollback") || !strings.Contains(out, adminID) {
+		t.Errorf("history does not record the rollback and who did it:\n%s", out)
+	}
+
+	// Only admins change policy.
+	notAdmin := identityEnv(ca.issue("spiffe://hospital.example/eu/lab/ws1", time.Hour), ca.bundle())
+	notAdmin["MEDGATE_CONTROL_PLANE"] = cp.in
+	notAdmin["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	if out, err := runBinary(notAdmin, "policy", "rollback", v2); err == nil || !strings.Contains(out, "PermissionDenied") {
+		t.Errorf("a non-admin rolled back policy: %v\n%s", err, out)
+	}
+
+	// The control plane dies mid-traffic: the sidecar keeps serving on its
+	// last good policy and spools its events.
+	cp.kill()
+	for range 5 {
+		if got, err := send(lab.out, strings.NewReader(payload)); err != nil || got != hashOf(strings.NewReader(payload)) {
+			t.Fatalf("transfer with the control plane down: %v", err)
+		}
+	}
+	if code, _ := pacs.get("/readyz"); code != 200 {
+		t.Fatal("the sidecar stopped serving when the control plane went down")
+	}
+	cp.env["MEDGATE_CP_LISTEN"] = cp.in // where the sidecar looks for it
+	cp2 := startControlPlane(t, ca, cp.env)
+
+	// Every event the sidecar recorded reaches the store exactly once.
+	want := eventLines(t, pacs.events)
+	var got []string
+	waitFor(t, "every event in the store", func() bool {
+		out, err := runBinary(nil, "audit", "query", "--store", cp.store, "--source", pacsID, "--format", "json")
+		if err != nil {
+			return false
+		}
+		got = storedRecords(t, out)
+		return len(got) >= len(want)
+	})
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("store holds %d events, the sidecar recorded %d", len(got), len(want))
+	}
+
+	// The audit trail verifies, and an edited event is found.
+	if err := cp2.stop(); err != nil {
+		t.Fatalf("control plane stop: %v", err)
+	}
+	verify := func() (string, error) {
+		return runBinary(nil, "audit", "verify", "--store", cp.store, "--key", cp.key+".pub")
+	}
+	if out, err := verify(); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("audit verify on an intact store: %v\n%s", err, out)
+	}
+	log := filepath.Join(cp.store, "events.log")
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(data, []byte(`"verdict":"allow"`))
+	if i < 0 {
+		t.Fatal("no allowed event in the store's log")
+	}
+	copy(data[i:], `"verdict":"deny" `)
+	if err := os.WriteFile(log, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := verify(); err == nil || !strings.Contains(out, "TAMPERED") {
+		t.Fatalf("audit verify did not find an edited event: %v\n%s", err, out)
+	}
+
+	// The canary crossed, but was never logged, spooled or stored.
+	for _, dir := range []string{cp.store, env["MEDGATE_STATE_DIR"]} {
+		filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("Zebulon")) {
+					t.Errorf("canary in %s", p)
+				}
+			}
+			return nil
+		})
+	}
+	for _, p := range []*sidecar{pacs, lab, cp.sidecar, cp2.sidecar} {
+		if strings.Contains(p.logs.String(), "Zebulon") {
+			t.Error("canary in a log")
+		}
+	}
+}
+
+// eventLines reads a sidecar's event log as canonical JSON lines, sorted.
+func eventLines(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		out = append(out, canonJSON(t, l))
+	}
+	slices.Sort(out)
+	return out
+}
+
+func canonJSON(t *testing.T, b []byte) string {
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	c, _ := json.Marshal(v)
+	return string(c)
+}
+
+// storedRecords picks the event records out of 'audit query --format json'.
+func storedRecords(t *testing.T, out string) []string {
+	var entries []struct {
+		Record json.RawMessage `json:"record"`
+	}
+	if err := json.Unmarshal([]byte(out), &entries); err != nil {
+		t.Fatalf("audit query output: %v\n%s", err, out)
+	}
+	var recs []string
+	for _, e := range entries {
+		recs = append(recs, canonJSON(t, e.Record))
+	}
+	return recs
+}
+
+// TestE2EControlPlaneNodeIDMustBeTheSVID subscribes with a node ID that is
+// not the caller's SPIFFE ID: the control plane closes the stream without
+// sending anything.
+func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
+	ca := newTestCA(t, "hospital.example")
+	cp := startControlPlane(t, ca, nil)
+	cp.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", ""))
+
+	dir := ca.issue("spiffe://hospital.example/eu/intruder", time.Hour)
+	src, err := identity.NewFileSource(identity.FileConfig{CertFile: filepath.Join(dir, devca.SVIDFile), KeyFile: filepath.Join(dir, devca.KeyFile), Bundles: []string{ca.bundle()}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := agent.Dial(cp.in, src, identity.AllowID(spiffeid.RequireFromString(cpID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: pacsID}, TypeUrl: api.PolicySetType}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err == nil {
+		t.Fatalf("got a policy set for another node: version %s", resp.GetVersionInfo())
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("want PermissionDenied, got %v", err)
+	}
+}
