@@ -20,6 +20,7 @@ import (
 
 	"github.com/medgate/medgate/controlplane/agent"
 	"github.com/medgate/medgate/controlplane/api"
+	"github.com/medgate/medgate/controlplane/store/storetest"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/identity/devca"
 )
@@ -367,5 +368,72 @@ func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 	}
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("want PermissionDenied, got %v", err)
+	}
+}
+
+// TestE2EControlPlaneReplicasOnPostgres runs two control planes on one
+// PostgreSQL database. A sidecar lists both; when the one it uses dies, it
+// carries on with the other: a policy applied through the second replica
+// reaches it, and every event lands in the shared store once.
+func TestE2EControlPlaneReplicasOnPostgres(t *testing.T) {
+	db := storetest.Postgres(t)
+	ca := newTestCA(t, "hospital.example")
+	dir := t.TempDir()
+	cpEnv := func(replica string) map[string]string {
+		env := identityEnv(ca.issue(cpID, time.Hour), ca.bundle())
+		env["MEDGATE_CP_LISTEN"] = "127.0.0.1:0"
+		env["MEDGATE_CP_STORE"] = db
+		env["MEDGATE_CP_AUDIT_KEY"] = filepath.Join(dir, "audit.key") // one signing key for the store
+		env["MEDGATE_CP_ADMINS"] = "spiffe://hospital.example/admin/*"
+		env["MEDGATE_CP_SIDECARS"] = "spiffe://hospital.example/eu/*"
+		env["MEDGATE_CP_REPLICA"] = replica
+		return env
+	}
+	cp1 := startControlPlane(t, ca, cpEnv("cp-1"))
+	cp2 := startControlPlane(t, ca, cpEnv("cp-2"))
+	cp1.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", ""))
+
+	app := startHashApp(t, false)
+	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
+	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+	env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
+	env["MEDGATE_CONTROL_PLANE"] = cp1.in + "," + cp2.in
+	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	pacs := startSidecar(t, env)
+	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
+	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID))
+	payload := "PID|||4711||" + canary + "\r"
+	if got, err := send(lab.out, strings.NewReader(payload)); err != nil || got != hashOf(strings.NewReader(payload)) {
+		t.Fatalf("transfer through replica 1: %v", err)
+	}
+
+	// Replica 1 dies; a change applied through replica 2 reaches the sidecar.
+	cp1.kill()
+	cp2.apply(t, cpPolicy("spiffe://hospital.example/eu/radiology/*", ""))
+	waitFor(t, "the policy from replica 2", func() bool {
+		send(lab.out, strings.NewReader("x"))
+		return len(pacs.eventsWith(func(e map[string]any) bool { return hasReason(e, "id_not_allowed") })) > 0
+	})
+	if out, err := cp2.policy(t, "status"); err != nil || !strings.Contains(out, "cp-2") || !strings.Contains(out, "in step") {
+		t.Errorf("status through replica 2: %v\n%s", err, out)
+	}
+
+	want := eventLines(t, pacs.events)
+	var got []string
+	waitFor(t, "every event in the shared store", func() bool {
+		out, err := runBinary(nil, "audit", "query", "--store", db, "--source", pacsID, "--format", "json")
+		if err != nil {
+			return false
+		}
+		got = storedRecords(t, out)
+		return len(got) >= len(want)
+	})
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("store holds %d events, the sidecar recorded %d", len(got), len(want))
+	}
+	if out, err := runBinary(nil, "audit", "verify", "--store", db, "--key", filepath.Join(dir, "audit.key.pub")); err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("audit verify on the shared store: %v\n%s", err, out)
 	}
 }

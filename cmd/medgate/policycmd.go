@@ -30,7 +30,7 @@ import (
 // ControlPlaneClient says which control plane to talk to; the sidecar
 // and the policy commands read the same variables.
 type ControlPlaneClient struct {
-	ControlPlane   string `env:"CONTROL_PLANE" help:"host:port of the control plane (gRPC over SPIFFE mTLS)"`
+	ControlPlane   string `env:"CONTROL_PLANE" help:"host:port of the control plane (gRPC over SPIFFE mTLS); several replicas comma-separated, tried in order"`
 	ControlPlaneID string `env:"CONTROL_PLANE_ID" help:"SPIFFE ID (or pattern) the control plane must present"`
 }
 
@@ -38,8 +38,10 @@ func (e ControlPlaneClient) check(bad func(name, format string, args ...any)) id
 	if e.ControlPlane == "" {
 		return nil
 	}
-	if _, _, err := net.SplitHostPort(e.ControlPlane); err != nil {
-		bad("CONTROL_PLANE", "%v", err)
+	for _, a := range strings.Split(e.ControlPlane, ",") {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(a)); err != nil {
+			bad("CONTROL_PLANE", "%v", err)
+		}
 	}
 	if e.ControlPlaneID == "" {
 		bad("CONTROL_PLANE_ID", "required with MEDGATE_CONTROL_PLANE: the SPIFFE ID the control plane must present")

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
@@ -33,7 +36,8 @@ import (
 
 // Config is the agent's configuration.
 type Config struct {
-	// Address is the control plane's host:port.
+	// Address is the control plane's host:port, or several replicas'
+	// separated by commas.
 	Address string
 	// ServerID admits the control plane's SPIFFE ID.
 	ServerID identity.Patterns
@@ -120,9 +124,25 @@ func New(cfg Config, deps Deps) (*Agent, error) {
 }
 
 // Dial opens a gRPC client connection to a control plane over SPIFFE mTLS:
-// TLS 1.3, the SVID from src, and a server admitted by authorize.
+// TLS 1.3, the SVID from src, and a server admitted by authorize. address
+// is one host:port, or several separated by commas: replicas sharing a
+// store, tried in order, the next one taking over when the one in use
+// fails.
 func Dial(address string, src identity.Source, authorize identity.Authorizer) (*grpc.ClientConn, error) {
-	return grpc.NewClient(address,
+	var addrs []resolver.Address
+	for _, a := range strings.Split(address, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, resolver.Address{Addr: a})
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("agent: no control plane address")
+	}
+	r := manual.NewBuilderWithScheme("medgate-cp")
+	r.InitialState(resolver.State{Addresses: addrs})
+	return grpc.NewClient(r.Scheme()+":///control-plane",
+		grpc.WithResolvers(r),
+		grpc.WithAuthority(addrs[0].Addr),
 		grpc.WithTransportCredentials(credentials.NewTLS(identity.GRPCClientConfig(src, authorize))),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	)
