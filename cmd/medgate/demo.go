@@ -24,6 +24,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/medgate/medgate/controlplane/api"
+	"github.com/medgate/medgate/controlplane/store"
 	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/identity/devca"
@@ -80,7 +82,9 @@ spec: {direction: outbound, dataClass: records, allow: ["spiffe://hospital.examp
 const demoSynopsis = `Runs medgate's main job on this machine with embedded defaults and no
 outside services: a development CA, a small "PACS" app, an inbound sidecar in
 front of it, an outbound sidecar for a lab workstation, a transfer through the
-SPIFFE mTLS tunnel, and a second identity that policy refuses. Prints what
+SPIFFE mTLS tunnel, identities that policy refuses, an HL7 feed de-identified
+across a border, a control plane whose policy change takes effect live, and
+the audit report at the end. Prints what
 happened and exits 0 when everything behaved as it should.`
 
 func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ io.Writer) error {
@@ -118,6 +122,8 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		"billing": "spiffe://hospital.example/billing",
 		"ris":     "spiffe://hospital.example/ris",
 		"ehr":     "spiffe://hospital.example/us/ehr",
+		"cp":      "spiffe://hospital.example/control-plane",
+		"admin":   "spiffe://hospital.example/admin/security",
 	}
 	sources := map[string]identity.Source{}
 	leaves := map[string]*x509.Certificate{}
@@ -155,24 +161,32 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		return err
 	}
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{issuer.PublicJWK()}})
-	policy, err := posture.Parse("demo-policy.yaml", []byte(fmt.Sprintf(demoPolicy, jwks)))
-	if err != nil {
-		return err
-	}
-	if err := checkPolicyProfiles(policy); err != nil {
-		return err
-	}
+	policyText := fmt.Sprintf(demoPolicy, jwks)
 	engine, err := posture.NewEngine(posture.Config{}, posture.Deps{})
 	if err != nil {
 		return err
 	}
-	engine.SetPolicy(policy)
 	// The hospital's envelope keyring: both sidecars seal what they send
 	// under data keys it wraps, inside the TLS tunnel.
 	kr, err := keys.InitFile(filepath.Join(dir, "keys", "keyring.json"))
 	if err != nil {
 		return err
 	}
+
+	// The control plane: the security team applies the policy there; the
+	// hospital's sidecars take it over xDS and report every access event.
+	var reevaluate func()
+	cp, err := startDemoControlPlane(ctx, dir, sources["cp"], sources["admin"], sources["pacs"], kr, engine, &reevaluate, log)
+	if err != nil {
+		return err
+	}
+	defer cp.close()
+	v1, took, err := cp.apply(ctx, policyText, "hospital policy")
+	if err != nil {
+		return err
+	}
+	say("  control plane on loopback (xDS over SPIFFE mTLS, hash-chained audit store): %s applied", ids["admin"])
+	say("    policy %s; the hospital's sidecars ACKed it (their compiled set: %s) and put it in force in %s", v1, cp.agent.Version(), took.Round(time.Millisecond))
 	tokenFor := func(name string, diskEncrypted bool) proxy.PostureProvider {
 		return func() ([]byte, time.Time, error) {
 			now := time.Now()
@@ -201,6 +215,9 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		events = append(events, e)
 		evMu.Unlock()
 		log.Info("access event", "event", e)
+		if err := cp.record(e); err != nil {
+			log.Error("access event not spooled", "err", err)
+		}
 	}
 	inbound, err := proxy.New(proxy.Config{Inbound: []proxy.InboundRoute{{
 		Name: "pacs", Listen: "127.0.0.1:0", Upstream: app.Addr().String(),
@@ -211,6 +228,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	if err := inbound.Listen(); err != nil {
 		return err
 	}
+	reevaluate = inbound.Reevaluate
 	peer := inbound.InboundAddr("127.0.0.1:0").String()
 	outbound := func(name string, token proxy.PostureProvider) (*proxy.Server, error) {
 		s, err := proxy.New(proxy.Config{Outbound: []proxy.OutboundRoute{{
@@ -271,7 +289,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		go func() { defer wg.Done(); s.Run(runCtx) }()
 	}
 	defer func() { stop(); wg.Wait() }()
-	say("  inbound sidecar in front of the PACS on %s, policy %s:", peer, policy.Version)
+	say("  inbound sidecar in front of the PACS on %s, policy %s:", peer, engine.Policy().Version)
 	say("    spiffe://hospital.example/lab/* from a device with an encrypted disk, Debian 12 or later, patched within 30 days")
 
 	// 1. The lab workstation sends a study.
@@ -283,7 +301,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	if err != nil {
 		return fmt.Errorf("demo: transfer through the tunnel failed: %w", err)
 	}
-	took := time.Since(start)
+	took = time.Since(start)
 	if answer != hex.EncodeToString(sum[:]) {
 		return errors.New("demo: the PACS received different bytes than were sent")
 	}
@@ -339,11 +357,77 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	say("    arrived  %s", segment(got, "PID"))
 	say("    the EHR's ACK came back to the RIS: %s", segment(ack, "MSA"))
 
+	// 4. The security team changes policy; the sidecars take it live.
+	v1Set := cp.agent.Version()
+	var v2 string
+	v2, took, err = cp.apply(ctx, strings.Replace(policyText, `allow: ["spiffe://hospital.example/lab/*"]`, `allow: ["spiffe://hospital.example/radiology/*"]`, 1), "PACS for radiology only")
+	if err != nil {
+		return err
+	}
+	say("  the security team narrows the PACS to radiology: policy %s (set %s) in force in %s, no restart", v2, cp.agent.Version(), took.Round(time.Millisecond))
+	if _, err := sendThrough(lab.OutboundAddr("to-pacs").String(), []byte("study")); err == nil {
+		return errors.New("demo: the lab still reached the PACS after the policy change")
+	}
+	say("    the lab workstation's next transfer is refused: id_not_allowed")
+	if _, err := cp.admin.Rollback(ctx, &api.RollbackRequest{Version: v1}); err != nil {
+		return fmt.Errorf("demo: rollback: %w", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for cp.agent.Version() != v1Set {
+		if time.Now().After(deadline) {
+			return errors.New("demo: the rollback did not reach the sidecars")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for time.Now().Before(deadline) {
+		if _, err = sendThrough(lab.OutboundAddr("to-pacs").String(), []byte("study")); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("demo: the lab was not admitted after the rollback: %w", err)
+	}
+	say("    rolled back to %s: the lab is admitted again", v1)
+
 	stop()
 	wg.Wait()
+
+	// 5. The audit trail: every event reached the control plane's store,
+	// chained by hash; what a breach response asks for, in one report.
+	if err := cp.drain(); err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
 	evMu.Lock()
-	say("  %d access events recorded", len(events))
+	n := len(events)
 	evMu.Unlock()
+	if err := cp.store.Checkpoint(ctx); err != nil {
+		return err
+	}
+	rep, err := store.Verify(ctx, cp.store, cp.pub)
+	if err != nil {
+		return err
+	}
+	if !rep.OK() || rep.Entries != uint64(n) {
+		return fmt.Errorf("demo: audit store holds %d events (%d recorded) with %d problems", rep.Entries, n, len(rep.Problems))
+	}
+	say("  %d access events in the audit store, hash chain and signed checkpoint verified; the report", n)
+	say("  a breach response starts from ('medgate audit report --since 72h'):")
+	entries, err := cp.store.Query(ctx, store.Filter{Since: start.Add(-time.Minute)})
+	if err != nil {
+		return err
+	}
+	var brief []store.Entry
+	for _, e := range entries {
+		var k struct{ Kind, Direction string }
+		json.Unmarshal(e.Record, &k)
+		if k.Kind == "admission" && k.Direction == "inbound" || k.Kind == "object" {
+			brief = append(brief, e)
+		}
+	}
+	if err := store.WriteReport(stdout, "table", brief); err != nil {
+		return err
+	}
 	if *keep {
 		say("  CA, SVIDs and sidecar logs kept in %s", dir)
 	} else {

@@ -11,7 +11,9 @@ func TestE2EDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
 	for _, want := range []string{"SHA-256 identical at both ends", "laptop-7 refused before any byte reached the PACS: disk_not_encrypted", "billing refused before any byte reached the PACS: id_not_allowed",
-		"arrived  PID|1||", "the EHR's ACK came back to the RIS: MSA|AA", "\nok\n"} {
+		"arrived  PID|1||", "the EHR's ACK came back to the RIS: MSA|AA",
+		"the lab workstation's next transfer is refused: id_not_allowed", "the lab is admitted again",
+		"hash chain and signed checkpoint verified", "admission  deny     -      spiffe://hospital.example/billing", "\nok\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
 		}
