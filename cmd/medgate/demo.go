@@ -84,8 +84,8 @@ outside services: a development CA, a small "PACS" app, an inbound sidecar in
 front of it, an outbound sidecar for a lab workstation, a transfer through the
 SPIFFE mTLS tunnel, identities that policy refuses, an HL7 feed de-identified
 across a border, a control plane whose policy change takes effect live, and
-the audit report at the end. Prints what
-happened and exits 0 when everything behaved as it should.`
+the audit report at the end. Prints what happened and exits 0 when
+everything behaved as it should.`
 
 func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ io.Writer) error {
 	fs := newFlagSet("demo", demoSynopsis, stdout)
