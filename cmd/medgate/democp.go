@@ -116,11 +116,11 @@ func (d *demoControlPlane) record(e proxy.Event) error {
 // sidecars run it; it returns the version and how long that took.
 func (d *demoControlPlane) apply(ctx context.Context, text, comment string) (string, time.Duration, error) {
 	start := time.Now()
+	before := d.agent.Version()
 	r, err := d.admin.Apply(ctx, &api.ApplyRequest{Documents: []*api.Document{{Name: "hospital.yaml", Yaml: []byte(text)}}, Comment: comment})
 	if err != nil {
 		return "", 0, fmt.Errorf("policy apply: %w", err)
 	}
-	before := d.agent.Version()
 	for d.agent.Ready() != nil || d.agent.Version() == before {
 		if time.Since(start) > 10*time.Second {
 			return "", 0, errors.New("the sidecars did not take the new policy within 10s")

@@ -437,3 +437,64 @@ func TestE2EControlPlaneReplicasOnPostgres(t *testing.T) {
 		t.Fatalf("audit verify on the shared store: %v\n%s", err, out)
 	}
 }
+
+// TestE2EControlPlanePolicyExpires: with the control plane gone, the
+// sidecar serves its last good policy for MEDGATE_POLICY_MAX_AGE, across a
+// restart of its own, then refuses traffic until the control plane is back.
+func TestE2EControlPlanePolicyExpires(t *testing.T) {
+	ca := newTestCA(t, "hospital.example")
+	cp := startControlPlane(t, ca, nil)
+	v1 := cp.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", ""))
+
+	// diff and get show what is in force.
+	p := filepath.Join(t.TempDir(), "next.yaml")
+	os.WriteFile(p, []byte(cpPolicy("spiffe://hospital.example/eu/radiology/*", "")), 0o600)
+	if out, err := cp.policy(t, "diff", "-f", p); err != nil || !strings.Contains(out, `-  allow: ["spiffe://hospital.example/eu/lab/*"]`) || !strings.Contains(out, `+  allow: ["spiffe://hospital.example/eu/radiology/*"]`) {
+		t.Errorf("policy diff: %v\n%s", err, out)
+	}
+	if out, err := cp.policy(t, "get"); err != nil || !strings.Contains(out, "version "+v1) || !strings.Contains(out, "kind: AccessPolicy") {
+		t.Errorf("policy get: %v\n%s", err, out)
+	}
+
+	app := startHashApp(t, false)
+	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
+	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+	env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
+	env["MEDGATE_CONTROL_PLANE"] = cp.in
+	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	env["MEDGATE_POLICY_MAX_AGE"] = "4s"
+	pacs := startSidecar(t, env)
+	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
+	cp.kill()
+
+	// Restarted without the control plane, it serves the policy it kept.
+	pacs.kill()
+	env["MEDGATE_INBOUND_LISTEN"] = pacs.in
+	pacs = startSidecar(t, env)
+	if code, body := pacs.get("/readyz"); code != 200 {
+		t.Fatalf("restarted sidecar does not serve its kept policy: %s", body)
+	}
+	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID))
+	if _, err := send(lab.out, strings.NewReader("study")); err != nil {
+		t.Fatalf("transfer on the kept policy: %v", err)
+	}
+
+	// Past the maximum age it refuses.
+	waitFor(t, "the policy to expire", func() bool { code, _ := pacs.get("/readyz"); return code != 200 })
+	if _, err := send(lab.out, strings.NewReader("study")); err == nil {
+		t.Fatal("a sidecar with an expired policy let a session through")
+	}
+	if len(pacs.eventsWith(func(e map[string]any) bool { return hasReason(e, "no_policy") })) == 0 {
+		t.Error("no no_policy refusal recorded after the policy expired")
+	}
+
+	// The control plane is back: the policy is confirmed and in force again.
+	cp.env["MEDGATE_CP_LISTEN"] = cp.in
+	startControlPlane(t, ca, cp.env)
+	waitFor(t, "the policy to be confirmed", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
+	waitFor(t, "a transfer after the control plane returned", func() bool {
+		_, err := send(lab.out, strings.NewReader("study"))
+		return err == nil
+	})
+}

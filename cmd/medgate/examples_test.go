@@ -18,9 +18,8 @@ import (
 // knownVariables is every variable the sidecar reads.
 func knownVariables() map[string]bool {
 	known := map[string]bool{"SPIFFE_ENDPOINT_SOCKET": true}
-	typ := reflect.TypeOf(sidecarEnv{})
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("env"), ",")
+	for _, f := range envFields(reflect.TypeOf(sidecarEnv{})) {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
 		known[envPrefix+name] = true
 	}
 	return known

@@ -64,16 +64,20 @@ func (a *Agent) subscribe(ctx context.Context) error {
 			a.log.Error("policy set refused; the last good policy stays in force", "version", resp.GetVersionInfo(), "err", err)
 		} else {
 			changed := a.version != set.GetVersion() || !a.inForce
-			a.held, a.version, a.inForce = p, set.GetVersion(), true
 			a.mu.Unlock()
 			req.VersionInfo = set.GetVersion()
 			if err := a.saveCache(set); err != nil {
 				a.log.Warn("cannot keep the policy set on disk; a restart will wait for the control plane", "file", a.cfg.CacheFile, "err", err)
 			}
 			if changed {
-				a.log.Info("policy in force", "policy_version", p.Version, "source_version", set.GetSourceVersion())
 				a.deps.Apply(p)
+				a.log.Info("policy in force", "policy_version", p.Version, "source_version", set.GetSourceVersion())
 			}
+			// Published once in force, so Version never runs ahead of
+			// what decides.
+			a.mu.Lock()
+			a.held, a.version, a.inForce = p, set.GetVersion(), true
+			a.mu.Unlock()
 		}
 		if err := st.Send(req); err != nil {
 			return err
