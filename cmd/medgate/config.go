@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/medgate/medgate/controlplane/spool"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/proxy"
 )
@@ -63,7 +64,7 @@ type sidecarEnv struct {
 	StateDir         string        `env:"STATE_DIR" envDefault:"/var/lib/medgate" help:"where the sidecar keeps the last good policy from the control plane and its encrypted access event spool"`
 	PolicyMaxAge     time.Duration `env:"POLICY_MAX_AGE" envDefault:"24h" help:"how long the last good policy stays in force while the control plane cannot be reached; then the sidecar refuses traffic until it is back"`
 	EventSpoolMB     int           `env:"EVENT_SPOOL_MB" envDefault:"256" help:"bound on the encrypted spool of access events not yet acknowledged by the control plane, in MiB"`
-	EventSpoolFull   string        `env:"EVENT_SPOOL_FULL" envDefault:"fail-closed" help:"when the spool is full: fail-closed refuses new sessions until events drain; drop-oldest loses the oldest events and counts them in medgate_events_dropped_total"`
+	EventSpoolFull   string        `env:"EVENT_SPOOL_FULL" envDefault:"fail-closed" help:"when the spool is full: fail-closed refuses new sessions until events drain; drop-oldest loses the oldest events and counts them in medgate_events_lost_total (a route in MEDGATE_CONFIG may set its own: eventSpoolFull)"`
 	PostureTokenFile string        `env:"POSTURE_TOKEN_FILE" help:"file holding this device's posture token (from an MDM/EDR issuer or 'medgate posture issue --refresh'); sent to peers and refreshed in band"`
 	EventLog         string        `env:"EVENT_LOG" help:"file that access events are appended to as JSON lines"`
 
@@ -90,6 +91,7 @@ type routesFile struct {
 		ProxyProtocol bool     `yaml:"proxyProtocol"`
 		InnerLayer    *bool    `yaml:"innerLayer"`
 		Protocol      string   `yaml:"protocol"`
+		SpoolFull     string   `yaml:"eventSpoolFull"`
 	} `yaml:"inbound"`
 	Outbound []struct {
 		Name        string `yaml:"name"`
@@ -100,6 +102,7 @@ type routesFile struct {
 		InnerLayer  *bool  `yaml:"innerLayer"`
 		Transport   string `yaml:"transport"`
 		Protocol    string `yaml:"protocol"`
+		SpoolFull   string `yaml:"eventSpoolFull"`
 	} `yaml:"outbound"`
 }
 
@@ -107,6 +110,8 @@ type routesFile struct {
 type sidecarConfig struct {
 	env   sidecarEnv
 	proxy proxy.Config
+	// spoolModes holds the routes' own eventSpoolFull settings.
+	spoolModes map[string]spool.FullMode
 	// controlPlaneID admits the control plane, when there is one.
 	controlPlaneID identity.Patterns
 	// workloadAPI is set when identity comes from the Workload API.
@@ -202,7 +207,8 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 		cfg.proxy.Outbound = append(cfg.proxy.Outbound, r)
 	}
 	if e.Config != "" {
-		in, out, err := loadRoutesFile(e.Config, policyElsewhere)
+		in, out, modes, err := loadRoutesFile(e.Config, policyElsewhere)
+		cfg.spoolModes = modes
 		if err != nil {
 			bad("CONFIG", "%v", err)
 		}
@@ -282,23 +288,37 @@ func loadSidecarConfig(environ map[string]string) (*sidecarConfig, error) {
 	return cfg, nil
 }
 
-func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, error) {
+func loadRoutesFile(path string, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, map[string]spool.FullMode, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	return parseRoutes(path, data, havePolicy)
 }
 
 // parseRoutes reads a routes file's contents; path names it in errors.
-func parseRoutes(path string, data []byte, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, error) {
+// The third result holds the routes that set eventSpoolFull, by
+// spoolKey.
+func parseRoutes(path string, data []byte, havePolicy bool) ([]proxy.InboundRoute, []proxy.OutboundRoute, map[string]spool.FullMode, error) {
 	var rf routesFile
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&rf); err != nil && !errors.Is(err, io.EOF) {
-		return nil, nil, fmt.Errorf("%s: %v", path, err)
+		return nil, nil, nil, fmt.Errorf("%s: %v", path, err)
 	}
 	var errs []error
+	modes := map[string]spool.FullMode{}
+	mode := func(at, dir, name, v string) {
+		if v == "" {
+			return
+		}
+		m, err := parseFullMode(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.eventSpoolFull: %v", at, err))
+			return
+		}
+		modes[spoolKey(dir, name)] = m
+	}
 	var in []proxy.InboundRoute
 	var out []proxy.OutboundRoute
 	for i, r := range rf.Inbound {
@@ -321,6 +341,7 @@ func parseRoutes(path string, data []byte, havePolicy bool) ([]proxy.InboundRout
 		if err := validProtocol(r.Protocol); err != nil {
 			errs = append(errs, fmt.Errorf("%s.protocol: %v", at, err))
 		}
+		mode(at, "inbound", r.Name, r.SpoolFull)
 		in = append(in, proxy.InboundRoute{Name: r.Name, Listen: r.Listen, Upstream: r.Upstream, Allow: ps, ProxyProtocol: r.ProxyProtocol, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer, Protocol: r.Protocol})
 	}
 	for i, r := range rf.Outbound {
@@ -344,10 +365,14 @@ func parseRoutes(path string, data []byte, havePolicy bool) ([]proxy.InboundRout
 		if err := validProtocol(r.Protocol); err != nil {
 			errs = append(errs, fmt.Errorf("%s.protocol: %v", at, err))
 		}
+		mode(at, "outbound", r.Name, r.SpoolFull)
 		out = append(out, proxy.OutboundRoute{Name: r.Name, Listen: r.Listen, Peer: r.Peer, PeerID: id, RemoteRoute: r.RemoteRoute, DisableInnerLayer: r.InnerLayer != nil && !*r.InnerLayer, Transport: r.Transport, Protocol: r.Protocol})
 	}
-	return in, out, errors.Join(errs...)
+	return in, out, modes, errors.Join(errs...)
 }
+
+// spoolKey names a route in a sidecar's spool modes.
+func spoolKey(direction, route string) string { return direction + "/" + route }
 
 func readable(path string) error {
 	f, err := os.Open(path)

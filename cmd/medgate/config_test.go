@@ -109,12 +109,12 @@ func TestConfigErrors(t *testing.T) {
 func TestRoutesFileErrorsNameFieldAndLine(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "routes.yaml")
 	os.WriteFile(p, []byte("inbound:\n  - name: a\n    listen: nope\n    upstream: 127.0.0.1:1\n    allow: [spiffe://x.example/*]\n    colour: blue\n"), 0o600)
-	_, _, err := loadRoutesFile(p, false)
+	_, _, _, err := loadRoutesFile(p, false)
 	if err == nil || !strings.Contains(err.Error(), "line 6") || !strings.Contains(err.Error(), "colour") {
 		t.Errorf("unknown field: %v", err)
 	}
 	os.WriteFile(p, []byte("inbound:\n  - name: a\n    listen: nope\n    upstream: 127.0.0.1:1\n    allow: [spiffe://x.example/*]\n"), 0o600)
-	_, _, err = loadRoutesFile(p, false)
+	_, _, _, err = loadRoutesFile(p, false)
 	if err == nil || !strings.Contains(err.Error(), "inbound[0].listen") {
 		t.Errorf("bad listen: %v", err)
 	}
@@ -159,7 +159,7 @@ func FuzzParseRoutes(f *testing.F) {
 	f.Add([]byte("inbound:\n  - {name: pacs, listen: \"0.0.0.0:8443\", upstream: \"127.0.0.1:4242\", allow: [\"spiffe://lab.example/*\"], protocol: dicom}\noutbound:\n  - {name: to-eu, listen: \"127.0.0.1:11112\", peer: \"eu:8443\", peerID: \"spiffe://eu.example/pacs\", transport: auto}\n"))
 	f.Add([]byte("inbound: [{name: a, colour: blue}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		in, out, err := parseRoutes("routes.yaml", data, false)
+		in, out, _, err := parseRoutes("routes.yaml", data, false)
 		if err != nil {
 			return
 		}

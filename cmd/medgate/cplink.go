@@ -34,7 +34,10 @@ type controlPlaneLink struct {
 	agent   *agent.Agent
 	spool   *spool.Spool
 	shipper *agent.Shipper
+	// mode is the default when the spool is full; modes holds the
+	// routes' own, by spoolKey.
 	mode    spool.FullMode
+	modes   map[string]spool.FullMode
 	max     int64
 	log     *slog.Logger
 	lost    prometheus.Counter
@@ -59,7 +62,7 @@ func newControlPlaneLink(ctx context.Context, cfg *sidecarConfig, src identity.S
 		return nil, fmt.Errorf("MEDGATE_STATE_DIR: %w", err)
 	}
 	mode, _ := parseFullMode(cfg.env.EventSpoolFull)
-	l := &controlPlaneLink{mode: mode, max: int64(cfg.env.EventSpoolMB) << 20, log: log}
+	l := &controlPlaneLink{mode: mode, modes: cfg.spoolModes, max: int64(cfg.env.EventSpoolMB) << 20, log: log}
 	sp, err := spool.Open(ctx, filepath.Join(cfg.env.StateDir, "events"), kr, spool.Options{MaxBytes: l.max})
 	if err != nil {
 		return nil, fmt.Errorf("access event spool: %w", err)
@@ -117,7 +120,7 @@ func (l *controlPlaneLink) record(e proxy.Event) {
 		return
 	}
 	before := l.spool.Dropped()
-	if _, err := l.spool.Append(data, l.mode); err != nil {
+	if _, err := l.spool.Append(data, l.modeOf(e.Direction, e.Route)); err != nil {
 		l.lost.Inc()
 		if errors.Is(err, spool.ErrFull) {
 			l.log.Error("ACCESS EVENT LOST: the spool is full and the control plane has not taken its events; new sessions are refused until it does", "kind", e.Kind, "route", e.Route)
@@ -132,9 +135,17 @@ func (l *controlPlaneLink) record(e proxy.Event) {
 	}
 }
 
-// full reports whether a new session's events might not fit.
-func (l *controlPlaneLink) full() bool {
-	return l.mode == spool.FailClosed && l.spool.Stats().Bytes+spoolHeadroom > l.max
+func (l *controlPlaneLink) modeOf(direction, route string) spool.FullMode {
+	if m, ok := l.modes[spoolKey(direction, route)]; ok {
+		return m
+	}
+	return l.mode
+}
+
+// full reports whether a session on a fail-closed route must be refused
+// because its events might not fit.
+func (l *controlPlaneLink) full(direction, route string) bool {
+	return l.modeOf(direction, route) == spool.FailClosed && l.spool.Stats().Bytes+spoolHeadroom > l.max
 }
 
 // auditGate refuses sessions while their access events cannot be kept.
@@ -145,8 +156,10 @@ type auditGate struct {
 
 func (g auditGate) Decide(req posture.Request) posture.Decision {
 	d := g.next.Decide(req)
-	if d.Admitted() && g.link.full() {
-		d.Verdict = posture.Deny
+	if d.Enforced().Admitted() && g.link.full(req.Direction.String(), req.Route) {
+		// Enforced even on a dry-run route: a session nobody can audit
+		// does not start.
+		d.Verdict, d.DryRun = posture.Deny, false
 		d.Reasons = append([]posture.Reason{reasonAuditUnavailable}, d.Reasons...)
 	}
 	return d

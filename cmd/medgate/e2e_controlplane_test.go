@@ -498,3 +498,53 @@ func TestE2EControlPlanePolicyExpires(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestE2EControlPlaneFullSpoolFailsClosed: with the control plane out of
+// reach and the spool full, a fail-closed route refuses new sessions with
+// audit_unavailable, and a drop-oldest route keeps serving.
+func TestE2EControlPlaneFullSpoolFailsClosed(t *testing.T) {
+	ca := newTestCA(t, "hospital.example")
+	cp := startControlPlane(t, ca, nil)
+	cp.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", `---
+apiVersion: medgate.io/v1
+kind: AccessPolicy
+metadata: {name: bulk}
+spec: {dataClass: imaging, allow: ["spiffe://hospital.example/eu/lab/*"]}
+`))
+	app := startHashApp(t, false)
+	routes := filepath.Join(t.TempDir(), "routes.yaml")
+	os.WriteFile(routes, []byte(`inbound:
+  - {name: default, listen: "127.0.0.1:0", upstream: "`+app.addr+`"}
+  - {name: bulk, listen: "127.0.0.1:0", upstream: "`+app.addr+`", eventSpoolFull: drop-oldest}
+`), 0o600)
+	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
+	env["MEDGATE_CONFIG"] = routes
+	env["MEDGATE_CONTROL_PLANE"] = cp.in
+	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	env["MEDGATE_EVENT_SPOOL_MB"] = "1"
+	pacs := startSidecar(t, env)
+	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
+	cp.kill()
+
+	// Sessions on the drop-oldest route fill the 1 MiB spool.
+	bulk := outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID)
+	bulk["MEDGATE_OUTBOUND_ROUTE"] = "bulk"
+	lab := startSidecar(t, bulk)
+	critical := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws2", pacs.in, pacsID))
+	waitFor(t, "the fail-closed route to refuse", func() bool {
+		for range 20 {
+			if _, err := send(lab.out, strings.NewReader("x")); err != nil {
+				t.Fatalf("the drop-oldest route refused a session: %v", err)
+			}
+		}
+		_, err := send(critical.out, strings.NewReader("x"))
+		return err != nil
+	})
+	if len(pacs.eventsWith(func(e map[string]any) bool { return hasReason(e, "audit_unavailable") })) == 0 {
+		t.Error("no audit_unavailable refusal recorded")
+	}
+	if _, body := pacs.get("/metrics"); !strings.Contains(body, "medgate_events_lost_total") {
+		t.Error("no medgate_events_lost_total metric")
+	}
+}
