@@ -117,7 +117,9 @@ func runControlPlane(ctx context.Context, args []string, environ map[string]stri
 		return err
 	}
 
-	cp, err := server.New(ctx, server.Config{Admins: admins, Sidecars: sidecars, Replica: e.Replica}, server.Deps{Store: st, Log: log})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cp, err := server.New(ctx, server.Config{Admins: admins, Sidecars: sidecars, Replica: e.Replica}, server.Deps{Store: st, Log: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -134,8 +136,6 @@ func runControlPlane(ctx context.Context, args []string, environ map[string]stri
 		return fmt.Errorf("MEDGATE_CP_LISTEN: %w", err)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if e.AdminAddr != "off" {
 		admin, err := newAdminServer(e.AdminAddr, reg, log)
 		if err != nil {

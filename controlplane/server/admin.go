@@ -25,6 +25,7 @@ func (a *admin) Apply(ctx context.Context, req *api.ApplyRequest) (*api.ApplyRes
 	s := a.s
 	who, err := authorize(ctx, s.cfg.Admins, "change policy")
 	if err != nil {
+		s.m.refused.WithLabelValues("admin").Inc()
 		s.log.Warn("policy change refused", "err", err)
 		return nil, err
 	}
@@ -44,6 +45,7 @@ func (a *admin) Rollback(ctx context.Context, req *api.RollbackRequest) (*api.Ap
 	s := a.s
 	who, err := authorize(ctx, s.cfg.Admins, "change policy")
 	if err != nil {
+		s.m.refused.WithLabelValues("admin").Inc()
 		s.log.Warn("policy rollback refused", "err", err)
 		return nil, err
 	}

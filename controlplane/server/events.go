@@ -31,6 +31,7 @@ func (a *accessLog) Stream(st api.AccessLog_StreamServer) error {
 	ctx := st.Context()
 	src, err := authorize(ctx, s.cfg.Sidecars, "send access events")
 	if err != nil {
+		s.m.refused.WithLabelValues("events").Inc()
 		s.log.Warn("access event stream refused", "err", err)
 		return err
 	}
@@ -71,6 +72,7 @@ func (a *accessLog) Stream(st api.AccessLog_StreamServer) error {
 			top = max(top, e.GetSeq())
 		}
 		if err := s.store.Append(ctx, in); err != nil {
+			s.m.failed.Inc()
 			s.log.Error("storing access events", "source", src.String(), "err", err)
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -80,6 +82,7 @@ func (a *accessLog) Stream(st api.AccessLog_StreamServer) error {
 			}
 			return status.Errorf(codes.Unavailable, "events not stored: %v", err)
 		}
+		s.m.events.Add(float64(len(in)))
 		if err := st.Send(&api.EventAck{Committed: top}); err != nil {
 			return err
 		}

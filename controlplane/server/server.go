@@ -21,6 +21,7 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	xds "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -53,6 +54,8 @@ type Deps struct {
 	Log   *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Registerer takes the control plane's metrics; nil means none.
+	Registerer prometheus.Registerer
 }
 
 // Server is the control plane. Register it on a gRPC server whose TLS
@@ -62,6 +65,7 @@ type Server struct {
 	store store.Store
 	log   *slog.Logger
 	now   func() time.Time
+	m     *metrics
 
 	cache cachev3.SnapshotCache
 	xds   xds.Server
@@ -113,6 +117,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		store:   deps.Store,
 		log:     deps.Log,
 		now:     deps.Now,
+		m:       newMetrics(deps.Registerer),
 		nodes:   map[string]*node{},
 		streams: map[int64]*stream{},
 	}

@@ -101,6 +101,7 @@ func (s *Server) onStreamOpen(ctx context.Context, id int64, typeURL string) err
 	}
 	pid, err := authorize(ctx, s.cfg.Sidecars, "subscribe to policy")
 	if err != nil {
+		s.m.refused.WithLabelValues("ads").Inc()
 		s.log.Warn("policy subscription refused", "err", err)
 		return err
 	}
@@ -121,6 +122,7 @@ func (s *Server) onStreamClosed(id int64, _ *core.Node) {
 			if n.streams <= 0 {
 				n.streams = 0
 				n.status.Connected = false
+				s.m.connected.Dec()
 				u := n.status
 				update = &u
 			}
@@ -146,6 +148,7 @@ func (s *Server) onStreamRequest(id int64, req *discovery.DiscoveryRequest) erro
 	nodeID := req.GetNode().GetId()
 	if nodeID != st.peer.String() {
 		s.mu.Unlock()
+		s.m.refused.WithLabelValues("ads").Inc()
 		s.log.Warn("policy subscription refused: node ID is not the SVID's SPIFFE ID", "node_id", nodeID, "spiffe_id", st.peer.String())
 		return status.Errorf(codes.PermissionDenied, "node ID %q is not the SPIFFE ID of the client certificate (%s)", nodeID, st.peer)
 	}
@@ -155,6 +158,9 @@ func (s *Server) onStreamRequest(id int64, req *discovery.DiscoveryRequest) erro
 	if st.node == "" {
 		st.node = nodeID
 		n.streams++
+		if n.streams == 1 {
+			s.m.connected.Inc()
+		}
 		n.status.Connected = true
 		u := n.status
 		update = &u
@@ -164,6 +170,7 @@ func (s *Server) onStreamRequest(id int64, req *discovery.DiscoveryRequest) erro
 		if d := req.GetErrorDetail(); d != nil {
 			n.status.Nacked = st.lastSent
 			n.status.NackReason = d.GetMessage()
+			s.m.responses.WithLabelValues("nack").Inc()
 			s.log.Warn("sidecar refused a policy version; it keeps its last one", "node", nodeID, "version", st.lastSent, "reason", d.GetMessage())
 		} else if req.GetVersionInfo() == st.lastSent {
 			if n.status.Acked != st.lastSent {
@@ -171,6 +178,7 @@ func (s *Server) onStreamRequest(id int64, req *discovery.DiscoveryRequest) erro
 			}
 			n.status.Acked = st.lastSent
 			n.status.Nacked, n.status.NackReason = "", ""
+			s.m.responses.WithLabelValues("ack").Inc()
 		}
 		u := n.status
 		update = &u
