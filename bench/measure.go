@@ -176,6 +176,8 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 			fmt.Fprintf(stdout, "skip masked HL7: %v\n", err)
 		}
 	}
+	// The control plane: policy fan-out, memory per sidecar, event ingest.
+	controlPlaneFigures(ctx, o, work, res, stdout)
 	// QUIC against TCP over an emulated long, lossy link.
 	if o.lossy {
 		if err := lossyFigures(ctx, o, pki, work, res, stdout); err != nil {
