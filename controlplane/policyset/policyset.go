@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
@@ -93,40 +94,102 @@ func Compile(docs []*api.Document) (*posture.Policy, error) {
 
 // ForNode builds the policy set of one sidecar from an applied set: the
 // documents that apply to node, compiled, with the compiled policy's
-// content hash as the set's version.
+// content hash as the set's version. A control plane serving many
+// sidecars uses Prepare once per applied set instead.
 func ForNode(sourceVersion string, docs []*api.Document, node spiffeid.ID) (*api.PolicySet, *posture.Policy, error) {
-	var out []*api.Document
-	for _, d := range docs {
-		var keep [][]byte
-		all := true
-		for _, part := range split(d.GetYaml()) {
-			ps, isAccess, err := selector(part)
+	s, err := Prepare(sourceVersion, docs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.ForNode(node)
+}
+
+// Set is an applied set cut into documents with their selectors, ready to
+// build each sidecar's policy set. Sidecars that select the same documents
+// share one compiled set. A Set is safe for concurrent use.
+type Set struct {
+	source string
+	docs   []*api.Document
+	parts  [][]part // per document
+
+	mu    sync.Mutex
+	built map[string]built // by selection
+}
+
+type part struct {
+	yaml     []byte
+	sidecars identity.Patterns // nil: every sidecar
+}
+
+type built struct {
+	set *api.PolicySet
+	p   *posture.Policy
+	err error
+}
+
+// Prepare cuts an applied set into its documents and reads their
+// selectors.
+func Prepare(sourceVersion string, docs []*api.Document) (*Set, error) {
+	s := &Set{source: sourceVersion, docs: docs, parts: make([][]part, len(docs)), built: map[string]built{}}
+	for i, d := range docs {
+		for _, y := range split(d.GetYaml()) {
+			ps, isAccess, err := selector(y)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", d.GetName(), err)
+				return nil, fmt.Errorf("%s: %w", d.GetName(), err)
 			}
-			if isAccess && ps != nil && !ps.Match(node) {
-				all = false
-				continue
+			if !isAccess {
+				ps = nil
 			}
-			keep = append(keep, part)
+			s.parts[i] = append(s.parts[i], part{yaml: y, sidecars: ps})
 		}
+	}
+	return s, nil
+}
+
+// ForNode returns node's policy set and its compiled policy.
+func (s *Set) ForNode(node spiffeid.ID) (*api.PolicySet, *posture.Policy, error) {
+	// The selection: one bit per document part.
+	var key []byte
+	for _, parts := range s.parts {
+		for _, p := range parts {
+			if p.sidecars == nil || p.sidecars.Match(node) {
+				key = append(key, '1')
+			} else {
+				key = append(key, '0')
+			}
+		}
+		key = append(key, '/')
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b, ok := s.built[string(key)]; ok {
+		return b.set, b.p, b.err
+	}
+	var out []*api.Document
+	k := 0
+	for i, d := range s.docs {
+		var keep [][]byte
+		for _, p := range s.parts[i] {
+			if key[k] == '1' {
+				keep = append(keep, p.yaml)
+			}
+			k++
+		}
+		k++ // the '/'
 		switch {
-		case all:
+		case len(keep) == len(s.parts[i]):
 			out = append(out, d)
 		case len(keep) > 0:
 			out = append(out, &api.Document{Name: d.GetName(), Yaml: bytes.Join(keep, []byte("---\n"))})
 		}
 	}
-	p, err := Compile(out)
-	if err != nil {
-		return nil, nil, err
+	var b built
+	b.p, b.err = Compile(out)
+	if b.err == nil {
+		b.set = &api.PolicySet{Name: api.PolicySetName, Version: b.p.Version, SourceVersion: s.source, Documents: out}
 	}
-	return &api.PolicySet{
-		Name:          api.PolicySetName,
-		Version:       p.Version,
-		SourceVersion: sourceVersion,
-		Documents:     out,
-	}, p, nil
+	s.built[string(key)] = b
+	return b.set, b.p, b.err
 }
 
 // split cuts a YAML stream into its documents at lines holding only "---".

@@ -180,7 +180,7 @@ func (s *Server) expectedFor(nodeID string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	set, _, err := policyset.ForNode(s.current.Version, toAPI(s.current.Documents), id)
+	set, _, err := s.set.ForNode(id)
 	if err != nil {
 		return "", err
 	}

@@ -72,6 +72,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	current *store.PolicyVersion // nil until a policy is applied
+	set     *policyset.Set       // current, prepared for the sidecars
 	nodes   map[string]*node     // by SPIFFE ID
 	streams map[int64]*stream
 }
@@ -177,7 +178,13 @@ func (s *Server) sync(ctx context.Context) error {
 
 func (s *Server) setCurrentLocked(ctx context.Context, v *store.PolicyVersion) {
 	changed := s.current == nil || s.current.Version != v.Version
-	s.current = v
+	set, err := policyset.Prepare(v.Version, toAPI(v.Documents))
+	if err != nil {
+		// It compiled when it was applied; this is a store edited by hand.
+		s.log.Error("policy in the store cannot be served; sidecars keep what they have", "version", v.Version, "err", err)
+		return
+	}
+	s.current, s.set = v, set
 	if changed {
 		s.log.Info("policy in force", "version", v.Version, "author", v.Author, "action", v.Action)
 	}
@@ -192,7 +199,7 @@ func (s *Server) refreshLocked(ctx context.Context, n *node) {
 	if s.current == nil {
 		return
 	}
-	set, _, err := policyset.ForNode(s.current.Version, toAPI(s.current.Documents), n.id)
+	set, _, err := s.set.ForNode(n.id)
 	if err != nil {
 		// The whole set compiled when it was applied, and a selection of
 		// it always does; this is a bug or a store edited by hand.
