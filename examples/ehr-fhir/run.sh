@@ -33,6 +33,7 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/medgate-example.XXXXXX")
 pids=()
+medgate_logs=() # what medgate wrote: no PHI may appear in it
 cleanup() {
 	local status=$?
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -77,11 +78,12 @@ sidecar() {
 	start "$name" env MEDGATE_LOG_FORMAT=json MEDGATE_ADMIN_ADDR=127.0.0.1:0 MEDGATE_DRAIN_TIMEOUT=2s \
 		MEDGATE_EVENT_LOG="$work/$name.events.jsonl" "$@" "$medgate" sidecar
 	wait_for "$name" '"msg":"sidecar started"'
+	medgate_logs+=("$work/$name.log" "$work/$name.events.jsonl")
 }
 
 # listen_addr NAME inbound|outbound: the address a sidecar's route bound.
 listen_addr() {
-	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | head -n 1
+	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | sed -n 1p
 }
 
 # identity DIR BUNDLE...: the settings for the SVID in DIR.
@@ -180,7 +182,7 @@ for (const l of require("fs").readFileSync(process.argv[1], "utf8").split("\n"))
     console.log(`   object     ${e.object.operation}${who}, masked with ${e.object.profile}`);
   }
 }' "$work/ehr.events.jsonl"
-grep -q -e Marchetti -e MRN-0042177 "$work"/*.log "$work"/*.events.jsonl && fail "PHI in a sidecar's log or events"
+grep -qs -e Marchetti -e MRN-0042177 "${medgate_logs[@]}" && fail "PHI in a sidecar's log or events"
 
 echo
 echo "OK: the ward read the records whole; the research partner read them de-identified per registry-study."

@@ -31,6 +31,7 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/medgate-example.XXXXXX")
 pids=()
+medgate_logs=() # what medgate wrote: no PHI may appear in it
 cleanup() {
 	local status=$?
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -75,11 +76,12 @@ sidecar() {
 	start "$name" env MEDGATE_LOG_FORMAT=json MEDGATE_ADMIN_ADDR=127.0.0.1:0 MEDGATE_DRAIN_TIMEOUT=2s \
 		MEDGATE_EVENT_LOG="$work/$name.events.jsonl" "$@" "$medgate" sidecar
 	wait_for "$name" '"msg":"sidecar started"'
+	medgate_logs+=("$work/$name.log" "$work/$name.events.jsonl")
 }
 
 # listen_addr NAME inbound|outbound: the address a sidecar's route bound.
 listen_addr() {
-	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | head -n 1
+	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | sed -n 1p
 }
 
 # identity DIR BUNDLE...: the settings for the SVID in DIR.
@@ -158,8 +160,8 @@ grep -q 'ADT^A01' "$received" && grep -q 'I21.4^Non-ST elevation myocardial infa
 [ "$status" -eq 0 ] || fail "the message was not masked as policy.yaml says"
 
 echo "== Mercy's sidecar recorded the transfer (access events, no PHI):"
-grep -h '"kind":"object"' "$work/mercy.events.jsonl" | head -n 1 | sed 's/^/   /'
-grep -q -e Marchetti -e MRN-204518 "$work"/*.log "$work"/*.events.jsonl && fail "PHI in a sidecar's log or events"
+grep -m 1 '"kind":"object"' "$work/mercy.events.jsonl" | sed 's/^/   /'
+grep -qs -e Marchetti -e MRN-204518 "${medgate_logs[@]}" && fail "PHI in a sidecar's log or events"
 
 echo
 echo "OK: the ADT^A01 crossed de-identified per adt-to-reading-partner; the receiver's ACK reached mllp_send."
