@@ -236,20 +236,7 @@ spec: {base: no-such-profile}
 	cp2 := startControlPlane(t, ca, cp.env)
 
 	// Every event the sidecar recorded reaches the store exactly once.
-	want := eventLines(t, pacs.events)
-	var got []string
-	waitFor(t, "every event in the store", func() bool {
-		out, err := runBinary(nil, "audit", "query", "--store", cp.store, "--source", pacsID, "--format", "json")
-		if err != nil {
-			return false
-		}
-		got = storedRecords(t, out)
-		return len(got) >= len(want)
-	})
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
-		t.Fatalf("store holds %d events, the sidecar recorded %d", len(got), len(want))
-	}
+	waitStored(t, cp.store, pacs.events)
 
 	// The audit trail verifies, and an edited event is found.
 	if err := cp2.stop(); err != nil {
@@ -305,7 +292,9 @@ func eventLines(t *testing.T, path string) []string {
 	}
 	var out []string
 	for _, l := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		out = append(out, canonJSON(t, l))
+		if len(l) > 0 {
+			out = append(out, canonJSON(t, l))
+		}
 	}
 	slices.Sort(out)
 	return out
@@ -419,20 +408,7 @@ func TestE2EControlPlaneReplicasOnPostgres(t *testing.T) {
 		t.Errorf("status through replica 2: %v\n%s", err, out)
 	}
 
-	want := eventLines(t, pacs.events)
-	var got []string
-	waitFor(t, "every event in the shared store", func() bool {
-		out, err := runBinary(nil, "audit", "query", "--store", db, "--source", pacsID, "--format", "json")
-		if err != nil {
-			return false
-		}
-		got = storedRecords(t, out)
-		return len(got) >= len(want)
-	})
-	slices.Sort(got)
-	if !slices.Equal(got, want) {
-		t.Fatalf("store holds %d events, the sidecar recorded %d", len(got), len(want))
-	}
+	waitStored(t, db, pacs.events)
 	if out, err := runBinary(nil, "audit", "verify", "--store", db, "--key", filepath.Join(dir, "audit.key.pub")); err != nil || !strings.Contains(out, "OK") {
 		t.Fatalf("audit verify on the shared store: %v\n%s", err, out)
 	}
@@ -468,14 +444,26 @@ func TestE2EControlPlanePolicyExpires(t *testing.T) {
 	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
 	cp.kill()
 
-	// Restarted without the control plane, it serves the policy it kept.
+	// Events of a session while the control plane is down wait in the
+	// spool of a sidecar that is then killed.
+	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID))
+	if _, err := send(lab.out, strings.NewReader("study")); err != nil {
+		t.Fatalf("transfer with the control plane down: %v", err)
+	}
+	pacs.eventsAtLeast(2, func(e map[string]any) bool { return true })
+	waitFor(t, "the events in the spool", func() bool {
+		_, m := pacs.get("/metrics")
+		return strings.Contains(m, "medgate_events_spooled 2")
+	})
+	first := pacs
 	pacs.kill()
+
+	// Restarted without the control plane, it serves the policy it kept.
 	env["MEDGATE_INBOUND_LISTEN"] = pacs.in
 	pacs = startSidecar(t, env)
 	if code, body := pacs.get("/readyz"); code != 200 {
 		t.Fatalf("restarted sidecar does not serve its kept policy: %s", body)
 	}
-	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID))
 	if _, err := send(lab.out, strings.NewReader("study")); err != nil {
 		t.Fatalf("transfer on the kept policy: %v", err)
 	}
@@ -497,6 +485,36 @@ func TestE2EControlPlanePolicyExpires(t *testing.T) {
 		_, err := send(lab.out, strings.NewReader("study"))
 		return err == nil
 	})
+
+	// What both lives of the sidecar recorded, the first killed with
+	// events in its spool, reaches the store exactly once.
+	waitStored(t, cp.store, first.events, pacs.events)
+}
+
+// waitStored waits until the store holds exactly the events in the
+// sidecar event logs, each once.
+func waitStored(t *testing.T, store string, logs ...string) {
+	t.Helper()
+	var got, want []string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		want = want[:0]
+		for _, l := range logs {
+			want = append(want, eventLines(t, l)...)
+		}
+		slices.Sort(want)
+		if out, err := runBinary(nil, "audit", "query", "--store", store, "--source", pacsID, "--format", "json"); err == nil {
+			got = storedRecords(t, out)
+			slices.Sort(got)
+		}
+		if slices.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store holds %d events, the sidecar recorded %d", len(got), len(want))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestE2EControlPlaneFullSpoolFailsClosed: with the control plane out of

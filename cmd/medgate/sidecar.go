@@ -108,8 +108,8 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 		defer link.close()
 		fileEvents := deps.Events
 		deps.Events = func(e proxy.Event) {
+			link.record(e) // the durable record first
 			fileEvents(e)
-			link.record(e)
 		}
 		deps.Decider = auditGate{engine, link}
 		policyReady = link.agent.Ready
