@@ -5,15 +5,29 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 )
+
+// controlPlaneVariables is every variable the control plane reads: its
+// own, and PGPASSWORD, which the PostgreSQL driver takes so that the
+// password stays out of MEDGATE_CP_STORE.
+func controlPlaneVariables() map[string]bool {
+	known := map[string]bool{"SPIFFE_ENDPOINT_SOCKET": true, "PGPASSWORD": true}
+	for _, f := range envFields(reflect.TypeOf(controlPlaneEnv{})) {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		known[envPrefix+name] = true
+	}
+	return known
+}
 
 // knownVariables is every variable the sidecar reads.
 func knownVariables() map[string]bool {
@@ -61,62 +75,133 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 		return v
 	}
-	known := knownVariables()
-	var sawSidecar, sawPolicy bool
+	// medgate's containers, by name: what each must expose and may read.
+	type role struct {
+		what  string
+		args0 string
+		ports []string
+		known map[string]bool
+		saw   bool
+	}
+	roles := map[string]*role{
+		"medgate":       {what: "sidecar", args0: "sidecar", ports: []string{"8443/TCP", "8443/UDP", "9901/TCP"}, known: knownVariables()},
+		"control-plane": {what: "control plane", args0: "control-plane", ports: []string{"7443/TCP", "9902/TCP"}, known: controlPlaneVariables()},
+	}
+	// The ports a NetworkPolicy may open to the pods of each app.
+	reachable := map[string][]string{
+		"pacs":                  {"8443", "9901"},
+		"medgate-control-plane": {"7443", "9902"},
+		"postgres":              {"5432"},
+	}
+	hardened := func(what string, sc any) {
+		t.Helper()
+		if get(sc, "readOnlyRootFilesystem") != true || get(sc, "allowPrivilegeEscalation") != false || get(sc, "runAsNonRoot") != true ||
+			get(sc, "capabilities", "drop", 0) != "ALL" {
+			t.Errorf("%s security context: %v", what, sc)
+		}
+	}
+	var sawPolicy, sawDatabase bool
 	for _, d := range docs {
+		name := toString(get(d, "metadata", "name"))
 		switch d["kind"] {
-		case "Deployment":
-			containers, _ := get(d, "spec", "template", "spec", "containers").([]any)
-			if get(d, "spec", "template", "spec", "securityContext", "runAsNonRoot") != true {
-				t.Error("pod does not run as non-root")
+		case "Deployment", "StatefulSet":
+			pod := get(d, "spec", "template", "spec")
+			if get(pod, "securityContext", "runAsNonRoot") != true {
+				t.Errorf("%s: pod does not run as non-root", name)
 			}
+			containers, _ := get(pod, "containers").([]any)
 			for _, c := range containers {
-				if get(c, "name") != "medgate" {
+				env, _ := get(c, "env").([]any)
+				if get(c, "name") == "postgres" {
+					sawDatabase = true
+					if img, _ := get(c, "image").(string); !strings.HasPrefix(img, "postgres:") || strings.HasSuffix(img, ":latest") {
+						t.Errorf("database image %q: want a pinned postgres image", img)
+					}
+					hardened("database", get(c, "securityContext"))
+					for _, e := range env {
+						if toString(get(e, "name")) == "POSTGRES_PASSWORD" && get(e, "valueFrom", "secretKeyRef", "name") == nil {
+							t.Error("the database password is not taken from a Secret")
+						}
+					}
 					continue
 				}
-				sawSidecar = true
+				r := roles[toString(get(c, "name"))]
+				if r == nil {
+					continue
+				}
+				r.saw = true
 				if img, _ := get(c, "image").(string); !strings.Contains(img, "medgate:") || strings.HasSuffix(img, ":latest") {
-					t.Errorf("sidecar image %q: want a pinned medgate image", img)
+					t.Errorf("%s image %q: want a pinned medgate image", r.what, img)
+				}
+				if got := toString(get(c, "args", 0)); got != r.args0 {
+					t.Errorf("%s runs %q, want %q", r.what, got, r.args0)
 				}
 				ports := map[string]bool{}
 				for _, p := range get(c, "ports").([]any) {
 					ports[strings.Join([]string{toString(get(p, "containerPort")), toString(get(p, "protocol"))}, "/")] = true
 				}
-				for _, want := range []string{"8443/TCP", "8443/UDP", "9901/TCP"} {
+				for _, want := range r.ports {
 					if !ports[want] {
-						t.Errorf("sidecar does not expose %s", want)
+						t.Errorf("%s does not expose %s", r.what, want)
 					}
 				}
-				if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" {
-					t.Error("probes must use /healthz and /readyz")
+				if get(c, "livenessProbe", "httpGet", "path") != "/healthz" || get(c, "readinessProbe", "httpGet", "path") != "/readyz" ||
+					get(c, "livenessProbe", "httpGet", "port") != "admin" || get(c, "readinessProbe", "httpGet", "port") != "admin" {
+					t.Errorf("%s: probes must use /healthz and /readyz on the admin port", r.what)
 				}
-				sc := get(c, "securityContext")
-				if get(sc, "readOnlyRootFilesystem") != true || get(sc, "allowPrivilegeEscalation") != false || get(sc, "runAsNonRoot") != true ||
-					get(sc, "capabilities", "drop", 0) != "ALL" {
-					t.Errorf("sidecar security context: %v", sc)
+				hardened(r.what, get(c, "securityContext"))
+				if get(c, "resources", "limits", "memory") == nil || get(c, "resources", "requests", "cpu") == nil {
+					t.Errorf("%s has no memory limit or CPU request", r.what)
 				}
-				if get(c, "resources", "limits", "memory") == nil {
-					t.Error("sidecar has no memory limit")
-				}
-				for _, e := range get(c, "env").([]any) {
-					if name := toString(get(e, "name")); !known[name] {
-						t.Errorf("sidecar sets %s, which medgate does not read", name)
+				for _, e := range env {
+					n := toString(get(e, "name"))
+					if !r.known[n] {
+						t.Errorf("%s sets %s, which medgate does not read", r.what, n)
+					}
+					if n == "MEDGATE_CP_STORE" {
+						u, err := url.Parse(toString(get(e, "value")))
+						if err != nil || u.Scheme != "postgres" {
+							t.Errorf("MEDGATE_CP_STORE: want a postgres:// URL (%v)", err)
+						} else if _, set := u.User.Password(); set {
+							t.Error("MEDGATE_CP_STORE holds the database password: take it from a Secret in PGPASSWORD")
+						}
+					}
+					if n == "PGPASSWORD" && get(e, "valueFrom", "secretKeyRef", "name") == nil {
+						t.Error("PGPASSWORD is not taken from a Secret")
 					}
 				}
 			}
 		case "NetworkPolicy":
 			sawPolicy = true
-			for _, rule := range get(d, "spec", "ingress").([]any) {
-				for _, p := range get(rule, "ports").([]any) {
-					if port := toString(get(p, "port")); port != "8443" && port != "9901" {
-						t.Errorf("NetworkPolicy opens port %s: only the sidecar's ports may be reachable", port)
+			app := toString(get(d, "spec", "podSelector", "matchLabels", "app"))
+			open, ok := reachable[app]
+			if !ok {
+				t.Errorf("NetworkPolicy %s selects app %q, which no test knows", name, app)
+			}
+			ingress, _ := get(d, "spec", "ingress").([]any)
+			for _, rule := range ingress {
+				ports, _ := get(rule, "ports").([]any)
+				if len(ports) == 0 {
+					t.Errorf("NetworkPolicy %s opens every port of %s", name, app)
+				}
+				for _, p := range ports {
+					if port := toString(get(p, "port")); !slices.Contains(open, port) {
+						t.Errorf("NetworkPolicy %s opens port %s of %s: only %v may be reachable", name, port, app, open)
 					}
+				}
+				if app == "postgres" && get(rule, "from", 0, "podSelector", "matchLabels", "app") != "medgate-control-plane" {
+					t.Errorf("NetworkPolicy %s lets more than the control plane reach the database", name)
 				}
 			}
 		}
 	}
-	if !sawSidecar || !sawPolicy {
-		t.Errorf("manifests lack the sidecar (%v) or the NetworkPolicy (%v)", sawSidecar, sawPolicy)
+	for _, r := range roles {
+		if !r.saw {
+			t.Errorf("manifests lack the %s", r.what)
+		}
+	}
+	if !sawPolicy || !sawDatabase {
+		t.Errorf("manifests lack the NetworkPolicies (%v) or the database (%v)", sawPolicy, sawDatabase)
 	}
 }
 
