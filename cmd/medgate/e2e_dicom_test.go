@@ -21,6 +21,34 @@ func TestE2EDICOMStoreDeidentified(t *testing.T) {
 	}
 }
 
+// maskedStorePair starts storescp (with extra options) behind an inbound
+// sidecar of a CN lab, and an outbound sidecar of an EU modality that
+// de-identifies with dicom-basic what it sends there over transport. It
+// returns storescp's directory and the inbound and outbound sidecars.
+func maskedStorePair(t *testing.T, transport string, scpOpts ...string) (recv string, in, out *sidecar) {
+	t.Helper()
+	ca := newTestCA(t, "hospital.example")
+	recv = t.TempDir()
+	port := freePort(t)
+	scp := exec.Command("storescp", append(append([]string{"-aet", "STORESCP", "-od", recv, "+uf"}, scpOpts...), fmt.Sprint(port))...)
+	if err := scp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { scp.Process.Kill(); scp.Wait() })
+
+	inEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
+	inEnv["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+	inEnv["MEDGATE_INBOUND_UPSTREAM"] = fmt.Sprintf("127.0.0.1:%d", port)
+	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
+	in = startSidecar(t, inEnv)
+	policy := writeBorderPolicy(t, "dicom-basic", "    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: out}\n", "apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {direction: outbound, dataClass: imaging, allow: [\"spiffe://hospital.example/cn/*\"]}\n")
+	outEnv := outboundEnv(ca, "spiffe://hospital.example/eu/modality", in.in, "spiffe://hospital.example/cn/lab")
+	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
+	outEnv["MEDGATE_OUTBOUND_TRANSPORT"] = transport
+	outEnv["MEDGATE_POLICY_FILE"] = policy
+	return recv, in, startSidecar(t, outEnv)
+}
+
 func testDICOMStore(t *testing.T, transport string) {
 	for _, tool := range []string{"storescu", "storescp", "dcmdump"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -31,26 +59,7 @@ func testDICOMStore(t *testing.T, transport string) {
 	if _, err := os.Stat(filepath.Join(samples, "CT_small.dcm")); err != nil {
 		t.Skip("pydicom sample files not installed (apt-get install python3-pydicom)")
 	}
-	ca := newTestCA(t, "hospital.example")
-	recv := t.TempDir()
-	port := freePort(t)
-	scp := exec.Command("storescp", "-aet", "STORESCP", "-od", recv, "+uf", "+xa", "+B", fmt.Sprint(port))
-	if err := scp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { scp.Process.Kill(); scp.Wait() }()
-
-	inEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
-	inEnv["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
-	inEnv["MEDGATE_INBOUND_UPSTREAM"] = fmt.Sprintf("127.0.0.1:%d", port)
-	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
-	in := startSidecar(t, inEnv)
-	policy := writeBorderPolicy(t, "dicom-basic", "    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: out}\n", "apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {direction: outbound, dataClass: imaging, allow: [\"spiffe://hospital.example/cn/*\"]}\n")
-	outEnv := outboundEnv(ca, "spiffe://hospital.example/eu/modality", in.in, "spiffe://hospital.example/cn/lab")
-	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
-	outEnv["MEDGATE_OUTBOUND_TRANSPORT"] = transport
-	outEnv["MEDGATE_POLICY_FILE"] = policy
-	out := startSidecar(t, outEnv)
+	recv, _, out := maskedStorePair(t, transport, "+xa", "+B")
 	host, oport := splitHostPort(t, out.out)
 
 	tests := []struct{ file, propose, scu string }{

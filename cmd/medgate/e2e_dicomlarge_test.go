@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/medgate/medgate/proxy/dicom/dicomtest"
 )
@@ -35,25 +34,7 @@ func TestE2EDICOMLargeMultiFrame(t *testing.T) {
 	if err := dicomtest.WriteLarge(src, size); err != nil {
 		t.Fatal(err)
 	}
-	ca := newTestCA(t, "hospital.example")
-	recv := t.TempDir()
-	port := freePort(t)
-	scp := exec.Command("storescp", "-aet", "STORESCP", "-od", recv, "+uf", "+B", fmt.Sprint(port))
-	if err := scp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { scp.Process.Kill(); scp.Wait() }()
-
-	inEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
-	inEnv["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
-	inEnv["MEDGATE_INBOUND_UPSTREAM"] = fmt.Sprintf("127.0.0.1:%d", port)
-	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
-	in := startSidecar(t, inEnv)
-	policy := writeBorderPolicy(t, "dicom-basic", "    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: out}\n", "apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {direction: outbound, dataClass: imaging, allow: [\"spiffe://hospital.example/cn/*\"]}\n")
-	outEnv := outboundEnv(ca, "spiffe://hospital.example/eu/modality", in.in, "spiffe://hospital.example/cn/lab")
-	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
-	outEnv["MEDGATE_POLICY_FILE"] = policy
-	out := startSidecar(t, outEnv)
+	recv, _, out := maskedStorePair(t, "tcp", "+B")
 	host, oport := splitHostPort(t, out.out)
 
 	if o, err := exec.Command("storescu", "-aec", "STORESCP", "-xe", host, oport, src).CombinedOutput(); err != nil {

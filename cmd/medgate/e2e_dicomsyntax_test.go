@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // TestE2EDICOMTransferSyntaxes sends one of pydicom's samples per kind of
@@ -27,26 +25,7 @@ func TestE2EDICOMTransferSyntaxes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(samples, "CT_small.dcm")); err != nil {
 		t.Skip("pydicom sample files not installed (apt-get install python3-pydicom)")
 	}
-	ca := newTestCA(t, "hospital.example")
-	recv := t.TempDir()
-	port := freePort(t)
-	scp := exec.Command("storescp", "-aet", "STORESCP", "-od", recv, "+uf", "+xa", fmt.Sprint(port))
-	if err := scp.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { scp.Process.Kill(); scp.Wait() }()
-
-	inEnv := identityEnv(ca.issue("spiffe://hospital.example/cn/lab", time.Hour), ca.bundle())
-	inEnv["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
-	inEnv["MEDGATE_INBOUND_UPSTREAM"] = fmt.Sprintf("127.0.0.1:%d", port)
-	inEnv["MEDGATE_INBOUND_ALLOW"] = "spiffe://hospital.example/eu/*"
-	in := startSidecar(t, inEnv)
-	policy := writeBorderPolicy(t, "dicom-basic", "    - {dataClass: imaging, from: EU, to: CN, action: deidentify, maskingProfile: out}\n",
-		"apiVersion: medgate.io/v1\nkind: AccessPolicy\nmetadata: {name: default}\nspec: {direction: outbound, dataClass: imaging, allow: [\"spiffe://hospital.example/cn/*\"]}\n")
-	outEnv := outboundEnv(ca, "spiffe://hospital.example/eu/modality", in.in, "spiffe://hospital.example/cn/lab")
-	outEnv["MEDGATE_OUTBOUND_PROTOCOL"] = "dicom"
-	outEnv["MEDGATE_POLICY_FILE"] = policy
-	out := startSidecar(t, outEnv)
+	recv, in, out := maskedStorePair(t, "tcp", "+xa")
 	host, oport := splitHostPort(t, out.out)
 
 	tests := []struct{ name, file, propose string }{
