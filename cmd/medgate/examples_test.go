@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,7 +16,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caarlos0/env/v11"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/medgate/medgate/identity"
 )
 
 // controlPlaneVariables is every variable the control plane reads: its
@@ -215,8 +220,10 @@ func toString(v any) string {
 	return ""
 }
 
-func TestSystemdUnit(t *testing.T) {
-	unit, err := os.ReadFile("../../examples/systemd/medgate-sidecar.service")
+// unitSettings reads a systemd unit's Key=Value lines.
+func unitSettings(t *testing.T, path string) map[string]string {
+	t.Helper()
+	unit, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,39 +234,88 @@ func TestSystemdUnit(t *testing.T) {
 			set[k] = v
 		}
 	}
-	for k, want := range map[string]string{
-		"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
-		"AmbientCapabilities": "", "User": "medgate", "ExecStart": "/usr/local/bin/medgate sidecar", "KillSignal": "SIGTERM",
-	} {
-		if got, ok := set[k]; !ok || got != want {
-			t.Errorf("%s=%q, want %q", k, got, want)
+	return set
+}
+
+// checkControlPlaneEnv reports what the control plane would refuse in
+// its environment before it opens any file.
+func checkControlPlaneEnv(vars map[string]string) error {
+	e, err := env.ParseAsWithOptions[controlPlaneEnv](env.Options{Environment: vars, Prefix: envPrefix})
+	errs, _ := parseErrors(err, controlPlaneEnv{})
+	for name, v := range map[string]string{"CP_ADMINS": e.Admins, "CP_SIDECARS": e.Sidecars} {
+		if strings.TrimSpace(v) == "" {
+			errs = append(errs, fmt.Errorf("%s%s: required", envPrefix, name))
+		} else if _, err := identity.ParsePatterns(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s%s: %v", envPrefix, name, err))
 		}
 	}
-	env, err := os.ReadFile("../../examples/systemd/sidecar.env")
-	if err != nil {
-		t.Fatal(err)
+	if _, _, err := net.SplitHostPort(e.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("%sCP_LISTEN: %v", envPrefix, err))
 	}
-	known := knownVariables()
-	vars := map[string]string{}
-	sc = bufio.NewScanner(bytes.NewReader(env))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, _ := strings.Cut(line, "=")
-		if !known[k] {
-			t.Errorf("sidecar.env sets %s, which medgate does not read", k)
-		}
-		vars[k] = v
+	return errors.Join(errs...)
+}
+
+func TestSystemdUnits(t *testing.T) {
+	sidecar := unitSettings(t, "../../examples/systemd/medgate-sidecar.service")
+	tests := []struct {
+		unit, envFile, exec string
+		known               map[string]bool
+		check               func(map[string]string) error
+	}{
+		{"medgate-sidecar.service", "sidecar.env", "sidecar", knownVariables(), func(vars map[string]string) error {
+			_, err := loadSidecarConfig(vars)
+			return err
+		}},
+		{"medgate-control-plane.service", "control-plane.env", "control-plane", controlPlaneVariables(), checkControlPlaneEnv},
 	}
-	// The file is a valid configuration, apart from files that exist only
-	// on the deployed host.
-	if _, err := loadSidecarConfig(vars); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			if strings.Contains(line, "MEDGATE_") && !strings.Contains(line, "no such file") {
-				t.Errorf("sidecar.env: %s", strings.TrimSpace(line))
+	for _, tt := range tests {
+		t.Run(tt.unit, func(t *testing.T) {
+			set := unitSettings(t, filepath.Join("../../examples/systemd", tt.unit))
+			for k, want := range map[string]string{
+				"NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes", "CapabilityBoundingSet": "",
+				"AmbientCapabilities": "", "User": "medgate", "ExecStart": "/usr/local/bin/medgate " + tt.exec, "KillSignal": "SIGTERM",
+				"EnvironmentFile": "/etc/medgate/" + tt.envFile,
+			} {
+				if got, ok := set[k]; !ok || got != want {
+					t.Errorf("%s=%q, want %q", k, got, want)
+				}
 			}
-		}
+			// Every unit is hardened as the sidecar's is.
+			for k, want := range sidecar {
+				switch k {
+				case "Description", "After", "EnvironmentFile", "ExecStart", "ExecReload", "TimeoutStopSec":
+					continue
+				}
+				if got, ok := set[k]; !ok || got != want {
+					t.Errorf("%s=%q, want %q as in medgate-sidecar.service", k, got, want)
+				}
+			}
+			data, err := os.ReadFile(filepath.Join("../../examples/systemd", tt.envFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			vars := map[string]string{}
+			sc := bufio.NewScanner(bytes.NewReader(data))
+			for sc.Scan() {
+				line := strings.TrimSpace(sc.Text())
+				if line == "" || strings.HasPrefix(line, "#") {
+					continue
+				}
+				k, v, _ := strings.Cut(line, "=")
+				if !tt.known[k] {
+					t.Errorf("%s sets %s, which medgate does not read", tt.envFile, k)
+				}
+				vars[k] = v
+			}
+			// The file is a valid configuration, apart from files that
+			// exist only on the deployed host.
+			if err := tt.check(vars); err != nil {
+				for _, line := range strings.Split(err.Error(), "\n") {
+					if strings.Contains(line, "MEDGATE_") && !strings.Contains(line, "no such file") {
+						t.Errorf("%s: %s", tt.envFile, strings.TrimSpace(line))
+					}
+				}
+			}
+		})
 	}
 }
