@@ -66,9 +66,6 @@ func (a *Agent) subscribe(ctx context.Context) error {
 			changed := a.version != set.GetVersion() || !a.inForce
 			a.mu.Unlock()
 			req.VersionInfo = set.GetVersion()
-			if err := a.saveCache(set); err != nil {
-				a.log.Warn("cannot keep the policy set on disk; a restart will wait for the control plane", "file", a.cfg.CacheFile, "err", err)
-			}
 			if changed {
 				a.deps.Apply(p)
 				a.log.Info("policy in force", "policy_version", p.Version, "source_version", set.GetSourceVersion())
@@ -78,6 +75,11 @@ func (a *Agent) subscribe(ctx context.Context) error {
 			a.mu.Lock()
 			a.held, a.version, a.inForce = p, set.GetVersion(), true
 			a.mu.Unlock()
+			// Kept on disk before the ACK: a version the control plane
+			// counts as applied survives a restart.
+			if err := a.saveCache(set); err != nil {
+				a.log.Warn("cannot keep the policy set on disk; a restart will wait for the control plane", "file", a.cfg.CacheFile, "err", err)
+			}
 		}
 		if err := st.Send(req); err != nil {
 			return err
@@ -110,7 +112,7 @@ func (a *Agent) accept(resp *discovery.DiscoveryResponse) (*api.PolicySet, *post
 // compile compiles a set and checks it is what its version says and that
 // this sidecar can enforce it.
 func (a *Agent) compile(set *api.PolicySet) (*posture.Policy, error) {
-	p, err := policyset.Compile(set.GetDocuments())
+	p, err := policyset.Load(set.GetDocuments())
 	if err != nil {
 		return nil, err
 	}

@@ -51,9 +51,28 @@ func Version(docs []*api.Document) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// Compile validates docs as one policy. Errors name the document and line
-// (see posture.FieldError).
+// Compile validates an applied set as one policy: Load, and every
+// document's sidecar selector. Errors name the document and line (see
+// posture.FieldError).
 func Compile(docs []*api.Document) (*posture.Policy, error) {
+	p, err := Load(docs)
+	if err != nil {
+		return nil, err
+	}
+	// Every selector must parse, or a sidecar would silently miss a route.
+	for _, d := range docs {
+		for i, part := range split(d.GetYaml()) {
+			if _, _, err := selector(part); err != nil {
+				return nil, fmt.Errorf("%s: document %d: %w", d.GetName(), i+1, err)
+			}
+		}
+	}
+	return p, nil
+}
+
+// Load compiles docs as one policy, as a sidecar does with the set it
+// receives, within the limits on a set's size.
+func Load(docs []*api.Document) (*posture.Policy, error) {
 	if len(docs) == 0 {
 		return nil, fmt.Errorf("no policy documents")
 	}
@@ -77,19 +96,7 @@ func Compile(docs []*api.Document) (*posture.Policy, error) {
 	if total > MaxTotalSize {
 		return nil, fmt.Errorf("documents total %d bytes, more than the limit of %d", total, MaxTotalSize)
 	}
-	p, err := posture.ParseFiles(files...)
-	if err != nil {
-		return nil, err
-	}
-	// Every selector must parse, or a sidecar would silently miss a route.
-	for _, d := range docs {
-		for i, part := range split(d.GetYaml()) {
-			if _, _, err := selector(part); err != nil {
-				return nil, fmt.Errorf("%s: document %d: %w", d.GetName(), i+1, err)
-			}
-		}
-	}
-	return p, nil
+	return posture.ParseFiles(files...)
 }
 
 // ForNode builds the policy set of one sidecar from an applied set: the
@@ -184,7 +191,7 @@ func (s *Set) ForNode(node spiffeid.ID) (*api.PolicySet, *posture.Policy, error)
 		}
 	}
 	var b built
-	b.p, b.err = Compile(out)
+	b.p, b.err = Load(out)
 	if b.err == nil {
 		b.set = &api.PolicySet{Name: api.PolicySetName, Version: b.p.Version, SourceVersion: s.source, Documents: out}
 	}
