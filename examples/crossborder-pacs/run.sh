@@ -84,12 +84,13 @@ listen_addr() {
 	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | sed -n 1p
 }
 
-# identity DIR BUNDLE...: the settings for the SVID in DIR.
+# identity DIR BUNDLE...: sets ids to the settings for the SVID in DIR,
+# trusting the CAs in the bundle files.
 identity() {
 	local dir=$1
 	shift
 	local IFS=,
-	echo "MEDGATE_SVID_CERT=$dir/svid.pem MEDGATE_SVID_KEY=$dir/svid.key MEDGATE_TRUST_BUNDLE=$*"
+	ids=("MEDGATE_SVID_CERT=$dir/svid.pem" "MEDGATE_SVID_KEY=$dir/svid.key" "MEDGATE_TRUST_BUNDLE=$*")
 }
 
 # --- this example ------------------------------------------------------
@@ -192,8 +193,8 @@ echo "   ws/reader1: encrypted disk; ws/laptop7: disk not encrypted"
 
 echo "== The hospital's control plane (embedded store) and the policy set"
 mkdir -p "$work/cp"
-# shellcheck disable=SC2046
-control_plane cp $(identity "$work/id/control-plane" "${bundles[@]}") \
+identity "$work/id/control-plane" "${bundles[@]}"
+control_plane cp "${ids[@]}" \
 	MEDGATE_CP_LISTEN=127.0.0.1:0 MEDGATE_CP_STORE="$work/cp/store" MEDGATE_CP_AUDIT_KEY="$work/cp/audit.key" \
 	MEDGATE_CP_ADMINS='spiffe://ospedale.example.it/admin/*' MEDGATE_CP_REPLICA=cp-1 \
 	MEDGATE_CP_SIDECARS=spiffe://ospedale.example.it/pacs,spiffe://ospedale.example.it/pacs-mover
@@ -202,23 +203,26 @@ cp_settings=(MEDGATE_CONTROL_PLANE="$cp_addr" MEDGATE_CONTROL_PLANE_ID=spiffe://
 jwks=$(tr -d ' \n\t' <"$work/mdm/jwks.json")
 policy=$(<"$here/policy.yaml")
 printf '%s\n' "${policy//@POSTURE_ISSUER_JWKS@/"$jwks"}" >"$work/policy.yaml"
-# shellcheck disable=SC2046
-admin() { env $(identity "$work/id/admin-alice" "${bundles[@]}") "${cp_settings[@]}" "$medgate" "$@"; }
+# admin ARGS...: runs medgate as the hospital's admin, alice.
+admin() {
+	identity "$work/id/admin-alice" "${bundles[@]}"
+	env "${ids[@]}" "${cp_settings[@]}" "$medgate" "$@"
+}
 admin policy apply -f "$work/policy.yaml" -m "dose study with the US lab" | sed 's/^/   /'
 
 echo "== The lab's store (storescp) behind its inbound sidecar (US)"
 mkdir -p "$work/lab-inbox"
 store_port=$(free_port)
 start storescp storescp -aet LABSTORE -od "$work/lab-inbox" +uf "$store_port"
-# shellcheck disable=SC2046
-sidecar lab-store $(identity "$work/id/lab-store" "${bundles[@]}") "$keyring" \
+identity "$work/id/lab-store" "${bundles[@]}"
+sidecar lab-store "${ids[@]}" "$keyring" \
 	MEDGATE_INBOUND_LISTEN=127.0.0.1:0 MEDGATE_INBOUND_UPSTREAM="127.0.0.1:$store_port" \
 	MEDGATE_INBOUND_ALLOW=spiffe://ospedale.example.it/pacs-mover
 lab_store_in=$(listen_addr lab-store inbound)
 
 echo "== The hospital's sidecar for C-MOVE results, toward the lab's store"
-# shellcheck disable=SC2046
-sidecar mover $(identity "$work/id/pacs-mover" "${bundles[@]}") "$keyring" "${cp_settings[@]}" \
+identity "$work/id/pacs-mover" "${bundles[@]}"
+sidecar mover "${ids[@]}" "$keyring" "${cp_settings[@]}" \
 	MEDGATE_STATE_DIR="$work/state-mover" MEDGATE_OUTBOUND_LISTEN=127.0.0.1:0 MEDGATE_OUTBOUND_PEER="$lab_store_in" \
 	MEDGATE_OUTBOUND_PEER_ID=spiffe://lab.example.com/store MEDGATE_OUTBOUND_PROTOCOL=dicom
 mover_out=$(listen_addr mover outbound)
@@ -257,8 +261,8 @@ for f in "$work/ct.dcm" "$work/mr.dcm"; do
 done
 
 echo "== The PACS's inbound sidecar, on the control plane's policy"
-# shellcheck disable=SC2046
-sidecar pacs $(identity "$work/id/pacs" "${bundles[@]}") "$keyring" "${cp_settings[@]}" \
+identity "$work/id/pacs" "${bundles[@]}"
+sidecar pacs "${ids[@]}" "$keyring" "${cp_settings[@]}" \
 	MEDGATE_STATE_DIR="$work/state-pacs" MEDGATE_INBOUND_LISTEN=127.0.0.1:0 \
 	MEDGATE_INBOUND_UPSTREAM="127.0.0.1:$orthanc_dicom" MEDGATE_INBOUND_PROTOCOL=dicom
 pacs_in=$(listen_addr pacs inbound)
@@ -268,8 +272,8 @@ admin policy status | sed 's/^/   /'
 
 echo "== The lab's two devices, each with an outbound sidecar carrying its posture token"
 for dev in reader1 laptop7; do
-	# shellcheck disable=SC2046
-	sidecar "$dev" $(identity "$work/id/lab-ws-$dev" "${bundles[@]}") "$keyring" \
+	identity "$work/id/lab-ws-$dev" "${bundles[@]}"
+	sidecar "$dev" "${ids[@]}" "$keyring" \
 		MEDGATE_POSTURE_TOKEN_FILE="$work/$dev.token" MEDGATE_OUTBOUND_LISTEN=127.0.0.1:0 \
 		MEDGATE_OUTBOUND_PEER="$pacs_in" MEDGATE_OUTBOUND_PEER_ID=spiffe://ospedale.example.it/pacs \
 		MEDGATE_OUTBOUND_PROTOCOL=dicom

@@ -86,12 +86,13 @@ listen_addr() {
 	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | sed -n 1p
 }
 
-# identity DIR BUNDLE...: the settings for the SVID in DIR.
+# identity DIR BUNDLE...: sets ids to the settings for the SVID in DIR,
+# trusting the CAs in the bundle files.
 identity() {
 	local dir=$1
 	shift
 	local IFS=,
-	echo "MEDGATE_SVID_CERT=$dir/svid.pem MEDGATE_SVID_KEY=$dir/svid.key MEDGATE_TRUST_BUNDLE=$*"
+	ids=("MEDGATE_SVID_CERT=$dir/svid.pem" "MEDGATE_SVID_KEY=$dir/svid.key" "MEDGATE_TRUST_BUNDLE=$*")
 }
 
 # --- this example ------------------------------------------------------
@@ -127,15 +128,15 @@ bundles=("$work/ehr/bundle.pem" "$work/registry/bundle.pem")
 keyring=MEDGATE_KEYRING=$work/keys/keyring.json
 
 echo "== The EHR's inbound sidecar, with policy.yaml"
-# shellcheck disable=SC2046
-sidecar ehr $(identity "$work/ehr" "${bundles[@]}") "$keyring" MEDGATE_POLICY_FILE="$here/policy.yaml" \
+identity "$work/ehr" "${bundles[@]}"
+sidecar ehr "${ids[@]}" "$keyring" MEDGATE_POLICY_FILE="$here/policy.yaml" \
 	MEDGATE_INBOUND_LISTEN=127.0.0.1:0 MEDGATE_INBOUND_UPSTREAM="$server" MEDGATE_INBOUND_PROTOCOL=http
 ehr_in=$(listen_addr ehr inbound)
 
 echo "== The ward's and the research partner's outbound sidecars"
 for client in ward registry; do
-	# shellcheck disable=SC2046
-	sidecar "$client" $(identity "$work/$client" "${bundles[@]}") "$keyring" \
+	identity "$work/$client" "${bundles[@]}"
+	sidecar "$client" "${ids[@]}" "$keyring" \
 		MEDGATE_OUTBOUND_LISTEN=127.0.0.1:0 MEDGATE_OUTBOUND_PEER="$ehr_in" \
 		MEDGATE_OUTBOUND_PEER_ID=spiffe://klinikum.example.de/ehr MEDGATE_OUTBOUND_PROTOCOL=http
 done

@@ -84,12 +84,13 @@ listen_addr() {
 	sed -n "s/.*\"msg\":\"$2 route\".*\"listen\":\"\([^\"]*\)\".*/\1/p" "$work/$1.log" | sed -n 1p
 }
 
-# identity DIR BUNDLE...: the settings for the SVID in DIR.
+# identity DIR BUNDLE...: sets ids to the settings for the SVID in DIR,
+# trusting the CAs in the bundle files.
 identity() {
 	local dir=$1
 	shift
 	local IFS=,
-	echo "MEDGATE_SVID_CERT=$dir/svid.pem MEDGATE_SVID_KEY=$dir/svid.key MEDGATE_TRUST_BUNDLE=$*"
+	ids=("MEDGATE_SVID_CERT=$dir/svid.pem" "MEDGATE_SVID_KEY=$dir/svid.key" "MEDGATE_TRUST_BUNDLE=$*")
 }
 
 # --- this example ------------------------------------------------------
@@ -113,8 +114,8 @@ mkdir -p "$work/inbox"
 start receiver /usr/bin/python3 "$here/receiver.py" "$work/inbox"
 wait_for receiver '^LISTENING '
 receiver_port=$(sed -n 's/^LISTENING //p' "$work/receiver.log")
-# shellcheck disable=SC2046
-sidecar reading $(identity "$work/receiver" "${bundles[@]}") \
+identity "$work/receiver" "${bundles[@]}"
+sidecar reading "${ids[@]}" \
 	MEDGATE_KEYRING="$work/keys/keyring.json" \
 	MEDGATE_INBOUND_LISTEN=127.0.0.1:0 MEDGATE_INBOUND_UPSTREAM="127.0.0.1:$receiver_port" \
 	MEDGATE_INBOUND_PROTOCOL=hl7 MEDGATE_INBOUND_ALLOW=spiffe://mercy.example.org/interface-engine
@@ -122,8 +123,8 @@ reading_in=$(listen_addr reading inbound)
 echo "   receiver on 127.0.0.1:$receiver_port, sidecar tunnel port $reading_in"
 
 echo "== Mercy's outbound sidecar (US), with policy.yaml"
-# shellcheck disable=SC2046
-sidecar mercy $(identity "$work/engine" "${bundles[@]}") \
+identity "$work/engine" "${bundles[@]}"
+sidecar mercy "${ids[@]}" \
 	MEDGATE_KEYRING="$work/keys/keyring.json" MEDGATE_POLICY_FILE="$here/policy.yaml" \
 	MEDGATE_OUTBOUND_LISTEN=127.0.0.1:0 MEDGATE_OUTBOUND_PEER="$reading_in" \
 	MEDGATE_OUTBOUND_PEER_ID=spiffe://reading.example.in/hl7-receiver MEDGATE_OUTBOUND_PROTOCOL=hl7
