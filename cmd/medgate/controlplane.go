@@ -137,7 +137,17 @@ func runControlPlane(ctx context.Context, args []string, environ map[string]stri
 	}
 
 	if e.AdminAddr != "off" {
-		admin, err := newAdminServer(e.AdminAddr, reg, log)
+		// Ready while the store answers: a replica that cannot store events
+		// or read policy should get no traffic.
+		storeReady := func() error {
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			if _, err := st.HighWater(rctx, svid.ID.String()); err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			return nil
+		}
+		admin, err := newAdminServer(e.AdminAddr, reg, log, storeReady)
 		if err != nil {
 			return fmt.Errorf("MEDGATE_ADMIN_ADDR: %w", err)
 		}
