@@ -22,10 +22,16 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/medgate-example.XXXXXX")
 pids=()
 medgate_logs=() # what medgate wrote: no PHI may appear in it
+namespaces=()   # network namespaces made for the example, deleted with it
 cleanup() {
-	local status=$?
+	local status=$? ns
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
+	# Deleting a namespace deletes its end of a veth pair, and so the pair.
+	for ns in "${namespaces[@]}"; do
+		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+		ip netns delete "$ns" 2>/dev/null || true
+	done
 	if [ "$status" -ne 0 ]; then
 		echo "FAILED; logs and files kept in $work" >&2
 	else
@@ -38,10 +44,23 @@ trap 'exit 130' INT TERM
 
 fail() { echo "FAILED: $*" >&2; exit 1; }
 
-# start NAME CMD...: runs CMD in the background, output in $work/NAME.log.
+# in_ns CMD...: runs CMD in network namespace $ns when that is set, here
+# otherwise.
+in_ns() {
+	if [ -n "${ns:-}" ]; then
+		ip netns exec "$ns" "$@"
+	else
+		"$@"
+	fi
+}
+
+# start NAME CMD...: runs CMD in the background, in network namespace $ns
+# when that is set, output in $work/NAME.log. ip netns exec execs CMD, so
+# the PID in pids is CMD's.
 start() {
 	local name=$1
 	shift
+	[ -z "${ns:-}" ] || set -- ip netns exec "$ns" "$@"
 	"$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 }
