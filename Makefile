@@ -34,6 +34,14 @@ test: vet ## run the whole suite (unit, fuzz seeds, FIPS mode, HSM, end to end) 
 		CGO_ENABLED=1 $(GO) test -count=1 -tags pkcs11 -run PKCS11 ./cmd/medgate; \
 	else echo "SKIP PKCS#11 tests: SoftHSM2 is not installed (apt-get install softhsm2)"; fi
 
+.PHONY: generate
+generate: ## regenerate controlplane/api from controlplane.proto (needs protoc: apt-get install protobuf-compiler)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	cd controlplane/api && PATH="$(CURDIR)/bin:$$PATH" protoc -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative controlplane.proto
+
 .PHONY: vet
 vet: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
