@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -551,15 +553,39 @@ spec: {dataClass: imaging, allow: ["spiffe://hospital.example/eu/lab/*"]}
 	bulk["MEDGATE_OUTBOUND_ROUTE"] = "bulk"
 	lab := startSidecar(t, bulk)
 	critical := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws2", pacs.in, pacsID))
-	waitFor(t, "the fail-closed route to refuse", func() bool {
-		for range 20 {
-			if _, err := send(lab.out, strings.NewReader("x")); err != nil {
-				t.Fatalf("the drop-oldest route refused a session: %v", err)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var bulkErr atomic.Value
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := send(lab.out, strings.NewReader("x")); err != nil {
+					bulkErr.Store(err)
+				}
 			}
-		}
+		}()
+	}
+	refused := false
+	for deadline := time.Now().Add(2 * time.Minute); !refused && time.Now().Before(deadline); {
 		_, err := send(critical.out, strings.NewReader("x"))
-		return err != nil
-	})
+		refused = err != nil
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if !refused {
+		t.Fatal("the fail-closed route never refused while the spool filled")
+	}
+	if err := bulkErr.Load(); err != nil {
+		t.Errorf("the drop-oldest route refused a session: %v", err)
+	}
 	if len(pacs.eventsWith(func(e map[string]any) bool { return hasReason(e, "audit_unavailable") })) == 0 {
 		t.Error("no audit_unavailable refusal recorded")
 	}
