@@ -38,11 +38,8 @@ type frameReader struct {
 }
 
 func (f *frameReader) Read(p []byte) (int, error) {
-	for f.remaining == 0 {
-		if f.err != nil {
-			return 0, f.err
-		}
-		f.err = f.next()
+	if err := f.wait(); err != nil {
+		return 0, err
 	}
 	if len(p) > f.remaining {
 		p = p[:f.remaining]
@@ -59,6 +56,18 @@ func (f *frameReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// wait blocks until payload of a data frame is there to read, or the
+// stream has ended, and returns the error Read would.
+func (f *frameReader) wait() error {
+	for f.remaining == 0 {
+		if f.err != nil {
+			return f.err
+		}
+		f.err = f.next()
+	}
+	return nil
 }
 
 func (f *frameReader) next() error {
@@ -124,49 +133,70 @@ func (f *frameWriter) Write(p []byte) (int, error) {
 // smallRead is the read size of a session that is idle or trickling. A
 // session switches to a pooled dataChunk buffer when a read fills the small
 // one, and back when reads shrink below it again, so thousands of idle
-// sessions do not each pin a large buffer while they wait.
+// sessions do not each pin a large buffer while they wait. Small buffers
+// are pooled too: a pump that can wait for data without a buffer (the
+// tunnel's frames) holds none while it waits.
 const smallRead = 2048
+
+// smallPool holds small read buffers, with room for the frame header.
+var smallPool = sync.Pool{New: func() any {
+	b := make([]byte, frameHeaderLen+smallRead)
+	return &b
+}}
 
 // readBuf is a pump's read buffer, with frameHeaderLen bytes of room in
 // front for the frame header.
 type readBuf struct {
-	small []byte
+	small *[]byte // nil until needed, and while a pump waits without it
 	big   *[]byte
-	cur   []byte
 }
 
-func newReadBuf() *readBuf {
-	small := make([]byte, frameHeaderLen+smallRead)
-	return &readBuf{small: small, cur: small}
+// buf returns the buffer for the next read.
+func (b *readBuf) buf() []byte {
+	if b.big != nil {
+		return *b.big
+	}
+	if b.small == nil {
+		b.small = smallPool.Get().(*[]byte)
+	}
+	return *b.small
 }
 
 // adapt picks the buffer for the next read after one that read n bytes.
 func (b *readBuf) adapt(n int) {
 	switch {
-	case b.big == nil && n == len(b.cur)-frameHeaderLen:
+	case b.big == nil && n == smallRead:
 		b.big = bufPool.Get().(*[]byte)
-		b.cur = *b.big
 	case b.big != nil && n < smallRead:
-		b.release()
+		bufPool.Put(b.big)
+		b.big = nil
+	}
+}
+
+// drop gives the small buffer back while the pump waits.
+func (b *readBuf) drop() {
+	if b.small != nil {
+		smallPool.Put(b.small)
+		b.small = nil
 	}
 }
 
 func (b *readBuf) release() {
+	b.drop()
 	if b.big != nil {
 		bufPool.Put(b.big)
 		b.big = nil
 	}
-	b.cur = b.small
 }
 
 // pumpToTunnel copies src into data frames on dst until src ends, then
 // sends an end frame. It reads straight into the frame buffer: one copy.
 func pumpToTunnel(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
-	b := newReadBuf()
+	var b readBuf
 	defer b.release()
 	var total int64
 	for {
-		buf := b.cur
+		buf := b.buf()
 		n, err := src.Read(buf[frameHeaderLen:])
 		if n > 0 {
 			buf[0] = frameData
@@ -187,14 +217,28 @@ func pumpToTunnel(dst io.Writer, src io.Reader, activity func(int)) (int64, erro
 	}
 }
 
-// pump copies src to dst until src ends. io.EOF from src is a clean end.
-func pump(dst io.Writer, src io.Reader, activity func(int)) (int64, error) {
-	b := newReadBuf()
+// pumpFromTunnel copies the payload of src's data frames to dst until src
+// ends. An end frame is a clean end. While the session is idle or
+// trickling it waits for each frame without a buffer. A read takes what is
+// left of the current frame, up to the buffer's size, so that one write to
+// dst carries it: crypto/tls returns one record per Read, and the sender
+// wrote the whole frame at once, so the rest is already on its way.
+func pumpFromTunnel(dst io.Writer, src *frameReader, activity func(int)) (int64, error) {
+	var b readBuf
 	defer b.release()
 	var total int64
 	for {
-		buf := b.cur[frameHeaderLen:]
+		if b.big == nil {
+			b.drop()
+			src.wait() // an error sticks: the Read below returns it
+		}
+		buf := b.buf()[frameHeaderLen:]
 		n, err := src.Read(buf)
+		for err == nil && n < len(buf) && src.remaining > 0 {
+			var m int
+			m, err = src.Read(buf[n:])
+			n += m
+		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return total, werr

@@ -64,7 +64,7 @@ func (s *Server) dialTCP(ctx context.Context, r *OutboundRoute, start time.Time)
 		return nil, &dialError{"peer_unreachable", err}
 	}
 	raw.SetDeadline(start.Add(s.cfg.ConnectTimeout + s.cfg.HandshakeTimeout))
-	tc := tls.Client(raw, identity.ClientConfig(s.src, identity.AllowID(r.PeerID), s.now))
+	tun, tc := newTCPTunnel(raw, func(c net.Conn) *tls.Conn { return tls.Client(c, s.clientTC[r.Name]) })
 	if err := tc.HandshakeContext(ctx); err != nil {
 		reason := identity.Classify(err)
 		s.m.Handshakes.WithLabelValues("dial", string(reason)).Inc()
@@ -72,7 +72,7 @@ func (s *Server) dialTCP(ctx context.Context, r *OutboundRoute, start time.Time)
 		return nil, &dialError{string(reason), err}
 	}
 	s.m.Handshakes.WithLabelValues("dial", "ok").Inc()
-	return tcpTunnel{tc}, nil
+	return tun, nil
 }
 
 // fallbacks remembers, per peer, until when an auto route uses TCP.

@@ -29,7 +29,7 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 	elem, pc := s.pending.add(raw)
 	defer s.pending.remove(elem)
 	raw.SetDeadline(start.Add(s.cfg.HandshakeTimeout))
-	tc := tls.Server(raw, s.serverTC)
+	tun, tc := newTCPTunnel(raw, func(c net.Conn) *tls.Conn { return tls.Server(c, s.serverTC) })
 	ev := Event{Kind: "admission", Direction: "inbound", PeerAddr: raw.RemoteAddr().String()}
 
 	if err := tc.HandshakeContext(ctx); err != nil {
@@ -50,7 +50,7 @@ func (s *Server) serveInbound(ctx context.Context, raw net.Conn, routes map[stri
 		return
 	}
 	s.m.Handshakes.WithLabelValues("accept", "ok").Inc()
-	s.setupInbound(ctx, tcpTunnel{tc}, tc.ConnectionState(), raw.RemoteAddr(), raw.LocalAddr(), connID, start, routes, func() { s.pending.remove(elem) })
+	s.setupInbound(ctx, tun, tc.ConnectionState(), raw.RemoteAddr(), raw.LocalAddr(), connID, start, routes, func() { s.pending.remove(elem) })
 }
 
 // setupInbound reads the hello on an authenticated tunnel, decides, and

@@ -181,6 +181,7 @@ type Server struct {
 
 	inbound  map[string]map[string]*InboundRoute // listen address -> route name -> route
 	serverTC *tls.Config
+	clientTC map[string]*tls.Config // by outbound route name
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener // "in:ADDR" or "out:NAME"
@@ -290,6 +291,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	// admission then decides, so a refusal for an unlisted ID is an
 	// access event with a reason rather than a bare TLS alert.
 	s.serverTC = identity.ServerConfig(s.src, func(spiffeid.ID) error { return nil }, s.now)
+	// One client configuration per route, shared by its connections: it
+	// fetches the SVID and bundles from the source at each handshake.
+	s.clientTC = map[string]*tls.Config{}
+	for _, r := range cfg.Outbound {
+		s.clientTC[r.Name] = identity.ClientConfig(s.src, identity.AllowID(r.PeerID), s.now)
+	}
 	return s, nil
 }
 

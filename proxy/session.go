@@ -54,23 +54,30 @@ func (ss *session) abort(outcome string) {
 	})
 }
 
-// run carries bytes both ways until both directions have ended, then
-// records the session's end. It owns app and tun and closes both.
+// runSession registers ss, then carries it on a goroutine of its own and
+// returns at once. The goroutine that calls it ran the handshake and the
+// admission, which grow its stack several times over what a copy loop
+// needs; it ends here, and an idle session does not keep that stack for its
+// lifetime. For the same reason the session's goroutine starts with the
+// copy loops: what runs before them (logging, above all) runs here. The
+// session's goroutine is tracked in s.wg, as the caller is.
 func (s *Server) runSession(ss *session) {
-	s.mu.Lock()
-	if s.draining {
-		s.mu.Unlock()
-		ss.abort("shutdown")
+	if !s.openSession(ss) {
 		return
 	}
-	s.sessions[ss] = struct{}{}
-	s.mu.Unlock()
-	s.active.Add(1)
-	open := s.m.ConnsOpen.WithLabelValues(ss.route, ss.direction)
-	open.Inc()
-	log := s.log.With("route", ss.route, "direction", ss.direction, "conn_id", ss.connID, "session_id", ss.id, "spiffe_id", ss.peerID)
-	log.Info("connection open")
+	s.wg.Add(1) // the caller's own count is held: Run cannot be past Wait
+	go func() {
+		defer s.wg.Done()
+		s.carry(ss)
+	}()
+}
 
+// carry carries bytes both ways until both directions have ended, then
+// records the session's end. It owns app and tun and closes both. Its
+// frame stays under an idle session's copy loop for the session's
+// lifetime, so the bookkeeping after the loops, with its large
+// temporaries, is in closeSession.
+func (s *Server) carry(ss *session) {
 	ss.last.Store(time.Now().UnixNano())
 	activity := func(int) { ss.last.Store(time.Now().UnixNano()) }
 	idle := s.cfg.IdleTimeout
@@ -148,7 +155,7 @@ func (s *Server) runSession(ss *session) {
 		// app, without a copy through a pump buffer.
 		fromPeer, downErr = src.(io.WriterTo).WriteTo(&countingWriter{w: ss.app, activity: activity})
 	default:
-		fromPeer, downErr = pump(ss.app, fr, activity)
+		fromPeer, downErr = pumpFromTunnel(ss.app, fr, activity)
 	}
 	if downErr != nil {
 		ss.abort(outcomeOf(downErr, "tunnel_error"))
@@ -157,6 +164,36 @@ func (s *Server) runSession(ss *session) {
 	}
 	<-upDone
 	watchdog.Stop()
+	s.closeSession(ss, toPeer, fromPeer)
+}
+
+// openSession registers ss as live, unless the server is draining: then it
+// aborts ss and returns false.
+func (s *Server) openSession(ss *session) bool {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		ss.abort("shutdown")
+		return false
+	}
+	s.sessions[ss] = struct{}{}
+	s.mu.Unlock()
+	s.active.Add(1)
+	s.m.ConnsOpen.WithLabelValues(ss.route, ss.direction).Inc()
+	s.log.Info("connection open", ss.logAttrs()...)
+	return true
+}
+
+// logAttrs are the attributes of the session's open and close log
+// records. They are made for each record rather than kept in a logger for
+// the session's lifetime.
+func (ss *session) logAttrs(more ...any) []any {
+	return append([]any{"route", ss.route, "direction", ss.direction, "conn_id", ss.connID, "session_id", ss.id, "spiffe_id", ss.peerID}, more...)
+}
+
+// closeSession closes what is left of ss once both directions have ended
+// and records its end.
+func (s *Server) closeSession(ss *session, toPeer, fromPeer int64) {
 	ok := "ok"
 	ss.outcome.CompareAndSwap(nil, &ok)
 	ss.closeOnce.Do(func() {
@@ -170,7 +207,7 @@ func (s *Server) runSession(ss *session) {
 	}
 	outcome := *ss.outcome.Load()
 	dur := time.Since(ss.start)
-	open.Dec()
+	s.m.ConnsOpen.WithLabelValues(ss.route, ss.direction).Dec()
 	s.active.Add(-1)
 	s.m.ConnsTotal.WithLabelValues(ss.route, ss.direction, outcome).Inc()
 	s.m.Bytes.WithLabelValues(ss.route, "app_to_peer").Add(float64(toPeer))
@@ -180,7 +217,7 @@ func (s *Server) runSession(ss *session) {
 	if outcome != "ok" {
 		level = slog.LevelWarn
 	}
-	log.Log(context.Background(), level, "connection closed", "bytes_to_peer", toPeer, "bytes_from_peer", fromPeer, "duration", dur, "outcome", outcome)
+	s.log.Log(context.Background(), level, "connection closed", ss.logAttrs("bytes_to_peer", toPeer, "bytes_from_peer", fromPeer, "duration", dur, "outcome", outcome)...)
 	s.events(Event{
 		Time: s.now(), Kind: "session_end", Route: ss.route, Direction: ss.direction,
 		SessionID: ss.id, PeerID: ss.peerID, BytesToPeer: toPeer, BytesFromPeer: fromPeer,
