@@ -174,36 +174,47 @@ func roundTrips(entry string, n int) ([]float64, error) {
 func idleMemory(c *config, s *sink, n int) (float64, error) {
 	defer s.release()
 	before := rssKiB(c.pids)
-	conns := make([]net.Conn, 0, n)
+	conns, err := openIdle(c, s, n)
 	defer func() {
 		for _, cc := range conns {
 			cc.Close()
 		}
 	}()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(500 * time.Millisecond)
+	after := rssKiB(c.pids)
+	return float64(after-before) / float64(n), nil
+}
+
+// openIdle opens n connections through c that the sink holds idle and
+// returns them once all have reached it; the caller closes them, also on
+// error.
+func openIdle(c *config, s *sink, n int) ([]net.Conn, error) {
+	conns := make([]net.Conn, 0, n)
 	deadline := time.Now().Add(2 * time.Minute)
 	for i := range n {
 		cc, err := net.Dial("tcp", c.entry)
 		if err != nil {
-			return 0, err
-		}
-		if _, err := cc.Write([]byte{'I'}); err != nil {
-			return 0, err
+			return conns, err
 		}
 		conns = append(conns, cc)
+		if _, err := cc.Write([]byte{'I'}); err != nil {
+			return conns, err
+		}
 		// Open them in batches, as clients arriving over time would, not
 		// as one burst that tests handshake limits instead of memory.
 		if (i+1)%100 == 0 || i == n-1 {
 			for s.idle.Load() < int64(i+1) {
 				if time.Now().After(deadline) {
-					return 0, fmt.Errorf("only %d of %d idle connections reached the sink", s.idle.Load(), n)
+					return conns, fmt.Errorf("only %d of %d idle connections reached the sink", s.idle.Load(), n)
 				}
 				time.Sleep(5 * time.Millisecond)
 			}
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
-	after := rssKiB(c.pids)
-	return float64(after-before) / float64(n), nil
+	return conns, nil
 }
 
 // cpuSeconds sums user and system CPU time of pids from /proc.

@@ -11,6 +11,8 @@
 //	go run ./bench -bin bin/medgate -out bench/results
 //	go run ./bench -only controlplane
 //	go run ./bench -check bench/results/latest.json
+//	go run ./bench -bounds -only go-tls,haproxy,medgate-tcp -out /tmp/bounds
+//	go run ./bench -profile /tmp/profiles -rounds 1
 package main
 
 import (
@@ -74,6 +76,11 @@ type options struct {
 	check       string
 	only        string
 	duration    time.Duration
+	bounds      bool
+	compare     string
+	resume      bool // the peers resume TLS sessions, as they ship
+	profile     string
+	stats       bool // serve the Go proxies' runtime memory figures
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -98,8 +105,12 @@ func run(args []string, stdout io.Writer) error {
 	fs.IntVar(&o.cpSidecars, "cp-sidecars", 1000, "in-process sidecars on one control plane for the policy fan-out and memory figures (0 skips them)")
 	fs.DurationVar(&o.cpIngest, "cp-ingest", 5*time.Second, "length of a round of the control plane's event ingest figures (0 skips them)")
 	fs.StringVar(&o.check, "check", "", "only check the ratios in this results file against their targets")
-	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this; controlplane runs only the control plane's figures and replaces them in the results file in -out")
+	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this (or any of these, comma-separated); controlplane runs only the control plane's figures and replaces them in the results file in -out")
 	fs.DurationVar(&o.duration, "max", 20*time.Minute, "stop after this long in all")
+	fs.BoolVar(&o.resume, "peer-resumption", false, "leave TLS session resumption on in the stunnel, HAProxy and nginx pairs, as they ship (by default it is off, so that they do the full handshake medgate does)")
+	fs.StringVar(&o.compare, "compare", "", "also run the medgate-tcp configuration with this medgate binary, as medgate-tcp-compare, in the same interleaved rounds")
+	fs.StringVar(&o.profile, "profile", "", "run the medgate-tcp configuration inside this process and write Go CPU, heap and goroutine profiles of its workloads to this directory")
+	fs.BoolVar(&o.bounds, "bounds", false, "measure what bounds each figure instead (CPU split, system calls, context switches, memory per idle connection, from /proc); writes bounds.json and bounds.md in -out")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -110,6 +121,16 @@ func run(args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.duration)
 	defer cancel()
+	if o.profile != "" {
+		return profileInProcess(ctx, o, o.profile, stdout)
+	}
+	if o.bounds {
+		if err := measureBounds(ctx, o, stdout); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "\nwrote %s and %s\n", filepath.Join(o.out, "bounds.json"), filepath.Join(o.out, "bounds.md"))
+		return nil
+	}
 	measureFn := measure
 	if o.only == "controlplane" {
 		measureFn = measureControlPlane

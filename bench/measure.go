@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -16,8 +17,9 @@ import (
 // config is one way of carrying traffic from the load client to the sink.
 type config struct {
 	name  string
-	entry string // where the client connects
-	pids  []int  // proxy processes, for CPU and memory figures
+	entry string   // where the client connects
+	pids  []int    // proxy processes, for CPU and memory figures
+	stats []string // Go runtime memory figures of the proxies (-bounds only)
 	stop  func()
 }
 
@@ -39,66 +41,24 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 		return nil, err
 	}
 
-	setups := []struct {
-		name  string
-		start func() (*config, error)
-	}{
-		{"direct", func() (*config, error) { return &config{name: "direct", entry: sink.Addr(), stop: func() {}}, nil }},
-		{"go-relay-pair", func() (*config, error) { return startRelayPair(ctx, "go-relay-pair", sink.Addr(), nil, work) }},
-		{"go-tls-pair", func() (*config, error) { return startRelayPair(ctx, "go-tls-pair", sink.Addr(), pki, work) }},
-		{"stunnel-pair", func() (*config, error) { return startPeerPair(ctx, "stunnel-pair", sink.Addr(), pki, work) }},
-		{"haproxy-pair", func() (*config, error) { return startPeerPair(ctx, "haproxy-pair", sink.Addr(), pki, work) }},
-		{"nginx-pair", func() (*config, error) { return startPeerPair(ctx, "nginx-pair", sink.Addr(), pki, work) }},
-		{"medgate-tcp", func() (*config, error) {
-			env := []string{"MEDGATE_INNER_LAYER=off"}
-			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
-		}},
-		{"medgate-inner", func() (*config, error) {
-			env := []string{"MEDGATE_INNER_LAYER=on", "MEDGATE_KEYRING=" + pki.keyring}
-			return startMedgatePair(ctx, o.bin, "medgate-inner", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
-		}},
-		{"medgate-quic", func() (*config, error) {
-			env := []string{"MEDGATE_INNER_LAYER=off"}
-			return startMedgatePair(ctx, o.bin, "medgate-quic", sink.Addr(), pki, work,
-				append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), append(env, "MEDGATE_OUTBOUND_TRANSPORT=quic"))
-		}},
-		{"medgate-posture", func() (*config, error) {
-			// TLS only, admission on a policy with a posture profile: the
-			// peer's signed token is verified at every new session.
-			env := []string{"MEDGATE_INNER_LAYER=off"}
-			return startMedgatePair(ctx, o.bin, "medgate-posture", sink.Addr(), pki, work,
-				append(env, "MEDGATE_POLICY_FILE="+pki.policy), append(env, "MEDGATE_POSTURE_TOKEN_FILE="+pki.token))
-		}},
-	}
-	var configs []*config
-	for _, s := range setups {
-		if o.only != "" && s.name != "direct" && !contains(s.name, o.only) {
-			continue
-		}
-		c, err := s.start()
-		if err != nil {
-			res.Notes = append(res.Notes, fmt.Sprintf("%s skipped: %v", s.name, err))
-			fmt.Fprintf(stdout, "skip %s: %v\n", s.name, err)
-			continue
-		}
-		if err := waitReady(c.entry); err != nil {
-			c.stop()
-			logs, _ := filepath.Glob(filepath.Join(work, s.name+"-*.log"))
-			var tail strings.Builder
-			for _, l := range logs {
-				b, _ := os.ReadFile(l)
-				fmt.Fprintf(&tail, "\n--- %s\n%s", filepath.Base(l), b[max(0, len(b)-2000):])
-			}
-			return nil, fmt.Errorf("%s: not ready: %w%s", s.name, err, tail.String())
-		}
+	configs, notes, err := startConfigs(ctx, o, sink, pki, work, stdout)
+	for _, c := range configs {
 		defer c.stop()
-		configs = append(configs, c)
+	}
+	res.Notes = append(res.Notes, notes...)
+	if err != nil {
+		return nil, err
 	}
 
 	for _, c := range configs {
 		if c.name == "nginx-pair" {
 			res.Notes = append(res.Notes, "nginx-pair: the near side does not verify the far side's certificate (nginx insists on a host name; SVIDs carry none); the far side requires and verifies client certificates")
 		}
+	}
+	if o.resume {
+		res.Notes = append(res.Notes, "stunnel, HAProxy and nginx pairs: session resumption on, as they ship: after the first connection their handshakes resume a session and skip the certificates; medgate and the Go TLS pair do a full handshake every time")
+	} else {
+		res.Notes = append(res.Notes, "stunnel, HAProxy and nginx pairs: session resumption off (stunnel sessionResume = no; HAProxy no-tls-tickets, no-ssl-reuse; nginx ssl_session_tickets off, proxy_ssl_session_reuse off), so that every connection is a full mutual-TLS handshake, as medgate's and the Go TLS pair's are; -peer-resumption measures them as they ship")
 	}
 	type series struct{ tput, cpu, p50, p99, rate []float64 }
 	data := map[string]*series{}
@@ -271,7 +231,15 @@ func percentile(v []float64, p float64) float64 {
 	return s[min(len(s)-1, int(p*float64(len(s))))]
 }
 
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
+// contains reports whether s contains any of the comma-separated subs.
+func contains(s, subs string) bool {
+	for sub := range strings.SplitSeq(subs, ",") {
+		if sub != "" && strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
 
 // lossyFigures times n parallel objects through a medgate pair over TCP
 // and over QUIC across the emulated link, interleaved.
@@ -302,4 +270,96 @@ func lossyFigures(ctx context.Context, o options, pki *benchPKI, work string, re
 	res.Figures["lossy_seconds"] = []Figure{summarize("medgate-tcp", "s", times["tcp"]), summarize("medgate-quic", "s", times["quic"])}
 	res.Notes = append(res.Notes, fmt.Sprintf("lossy_seconds: %d parallel objects of %d MiB through a medgate pair across an emulated link of %s RTT, %.1f%% loss each way and %.0f Mbit/s (TUN devices between two network namespaces)", o.lossyN, o.lossySize>>20, o.lossyRTT, 100*o.lossyLoss, o.lossyMbps))
 	return nil
+}
+
+// errSkip is a configuration's start declining, without a note: it was not
+// asked for.
+var errSkip = errors.New("not asked for")
+
+// startConfigs starts every configuration o selects and waits until each
+// carries a round trip. The caller stops the ones returned, also on error.
+func startConfigs(ctx context.Context, o options, sink *sink, pki *benchPKI, work string, stdout io.Writer) ([]*config, []string, error) {
+	startMedgatePair := func(ctx context.Context, bin, name, sinkAddr string, pki *benchPKI, work string, inEnv, outEnv []string) (*config, error) {
+		var stats []string
+		if o.stats {
+			a, b, err := pairPorts()
+			if err != nil {
+				return nil, err
+			}
+			inEnv, outEnv = append(slices.Clip(inEnv), "MEDGATE_ADMIN_ADDR="+a), append(slices.Clip(outEnv), "MEDGATE_ADMIN_ADDR="+b)
+			stats = []string{"http://" + a + "/metrics", "http://" + b + "/metrics"}
+		}
+		c, err := startMedgatePair(ctx, bin, name, sinkAddr, pki, work, inEnv, outEnv)
+		if c != nil {
+			c.stats = stats
+		}
+		return c, err
+	}
+	setups := []struct {
+		name  string
+		start func() (*config, error)
+	}{
+		{"direct", func() (*config, error) { return &config{name: "direct", entry: sink.Addr(), stop: func() {}}, nil }},
+		{"go-relay-pair", func() (*config, error) { return startRelayPair(ctx, "go-relay-pair", sink.Addr(), nil, work, o.stats) }},
+		{"go-tls-pair", func() (*config, error) { return startRelayPair(ctx, "go-tls-pair", sink.Addr(), pki, work, o.stats) }},
+		{"stunnel-pair", func() (*config, error) { return startPeerPair(ctx, "stunnel-pair", sink.Addr(), pki, work, o.resume) }},
+		{"haproxy-pair", func() (*config, error) { return startPeerPair(ctx, "haproxy-pair", sink.Addr(), pki, work, o.resume) }},
+		{"nginx-pair", func() (*config, error) { return startPeerPair(ctx, "nginx-pair", sink.Addr(), pki, work, o.resume) }},
+		{"medgate-tcp", func() (*config, error) {
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.bin, "medgate-tcp", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
+		}},
+		{"medgate-tcp-compare", func() (*config, error) {
+			if o.compare == "" {
+				return nil, errSkip
+			}
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.compare, "medgate-tcp-compare", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
+		}},
+		{"medgate-inner", func() (*config, error) {
+			env := []string{"MEDGATE_INNER_LAYER=on", "MEDGATE_KEYRING=" + pki.keyring}
+			return startMedgatePair(ctx, o.bin, "medgate-inner", sink.Addr(), pki, work, append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), env)
+		}},
+		{"medgate-quic", func() (*config, error) {
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.bin, "medgate-quic", sink.Addr(), pki, work,
+				append(env, "MEDGATE_INBOUND_ALLOW=spiffe://bench.example/client"), append(env, "MEDGATE_OUTBOUND_TRANSPORT=quic"))
+		}},
+		{"medgate-posture", func() (*config, error) {
+			// TLS only, admission on a policy with a posture profile: the
+			// peer's signed token is verified at every new session.
+			env := []string{"MEDGATE_INNER_LAYER=off"}
+			return startMedgatePair(ctx, o.bin, "medgate-posture", sink.Addr(), pki, work,
+				append(env, "MEDGATE_POLICY_FILE="+pki.policy), append(env, "MEDGATE_POSTURE_TOKEN_FILE="+pki.token))
+		}},
+	}
+	var configs []*config
+	var notes []string
+	for _, s := range setups {
+		if o.only != "" && s.name != "direct" && !contains(s.name, o.only) {
+			continue
+		}
+		c, err := s.start()
+		if errors.Is(err, errSkip) {
+			continue
+		}
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("%s skipped: %v", s.name, err))
+			fmt.Fprintf(stdout, "skip %s: %v\n", s.name, err)
+			continue
+		}
+		if err := waitReady(c.entry); err != nil {
+			c.stop()
+			logs, _ := filepath.Glob(filepath.Join(work, s.name+"-*.log"))
+			var tail strings.Builder
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				fmt.Fprintf(&tail, "\n--- %s\n%s", filepath.Base(l), b[max(0, len(b)-2000):])
+			}
+			return configs, notes, fmt.Errorf("%s: not ready: %w%s", s.name, err, tail.String())
+		}
+		configs = append(configs, c)
+	}
+
+	return configs, notes, nil
 }

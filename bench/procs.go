@@ -170,8 +170,9 @@ func stopAll(cmds ...*exec.Cmd) func() {
 }
 
 // startRelayPair runs two copies of this program as relays: plain TCP, or
-// TLS 1.3 with mutual authentication when pki is set.
-func startRelayPair(ctx context.Context, name, sink string, pki *benchPKI, work string) (*config, error) {
+// TLS 1.3 with mutual authentication when pki is set. With stats, each
+// serves its Go runtime's memory figures on a loopback port.
+func startRelayPair(ctx context.Context, name, sink string, pki *benchPKI, work string, stats bool) (*config, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -186,6 +187,15 @@ func startRelayPair(ctx context.Context, name, sink string, pki *benchPKI, work 
 		farArgs = append(farArgs, "-tls-server", pki.server, "-bundle", pki.bundle)
 		nearArgs = append(nearArgs, "-tls-client", pki.client, "-bundle", pki.bundle)
 	}
+	var statsURLs []string
+	if stats {
+		a, b, err := pairPorts()
+		if err != nil {
+			return nil, err
+		}
+		farArgs, nearArgs = append(farArgs, "-stats", a), append(nearArgs, "-stats", b)
+		statsURLs = []string{"http://" + a + "/", "http://" + b + "/"}
+	}
 	a, err := startProc(ctx, filepath.Join(work, name+"-far.log"), self, nil, farArgs...)
 	if err != nil {
 		return nil, err
@@ -195,7 +205,7 @@ func startRelayPair(ctx context.Context, name, sink string, pki *benchPKI, work 
 		stopAll(a)()
 		return nil, err
 	}
-	return &config{name: name, entry: near, pids: []int{a.Process.Pid, b.Process.Pid}, stop: stopAll(a, b)}, nil
+	return &config{name: name, entry: near, pids: []int{a.Process.Pid, b.Process.Pid}, stats: statsURLs, stop: stopAll(a, b)}, nil
 }
 
 // runRelay is the baseline relay: accept, dial, copy both ways with
@@ -207,8 +217,14 @@ func runRelay(args []string) error {
 	tlsServer := fs.String("tls-server", "", "SVID directory: accept TLS")
 	tlsClient := fs.String("tls-client", "", "SVID directory: dial TLS")
 	bundle := fs.String("bundle", "", "CA file")
+	stats := fs.String("stats", "", "serve Go runtime memory figures on this address")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *stats != "" {
+		if err := serveGoStats(*stats); err != nil {
+			return err
+		}
 	}
 	var serverCfg, clientCfg *tls.Config
 	if *tlsServer != "" || *tlsClient != "" {
