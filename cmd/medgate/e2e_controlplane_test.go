@@ -112,6 +112,20 @@ spec:
 ` + extra
 }
 
+// pacsEnv is the environment of the EU PACS's sidecar taking its policy
+// from the control plane at addr; with app, its inbound route leads there.
+func pacsEnv(t *testing.T, ca *testCA, app *hashApp, addr string) map[string]string {
+	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
+	if app != nil {
+		env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
+		env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
+	}
+	env["MEDGATE_CONTROL_PLANE"] = addr
+	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
+	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	return env
+}
+
 // waitFor polls cond until it holds or 20 s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -130,12 +144,7 @@ func TestE2EControlPlane(t *testing.T) {
 	app := startHashApp(t, false)
 
 	// A sidecar that never had a policy refuses traffic.
-	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
-	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
-	env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
-	env["MEDGATE_CONTROL_PLANE"] = cp.in
-	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
-	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	env := pacsEnv(t, ca, app, cp.in)
 	env["MEDGATE_POLICY_MAX_AGE"] = "1h"
 	pacs := startSidecar(t, env)
 	if code, body := pacs.get("/readyz"); code == 200 {
@@ -386,12 +395,7 @@ func TestE2EControlPlaneReplicasOnPostgres(t *testing.T) {
 	cp1.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", ""))
 
 	app := startHashApp(t, false)
-	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
-	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
-	env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
-	env["MEDGATE_CONTROL_PLANE"] = cp1.in + "," + cp2.in
-	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
-	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	env := pacsEnv(t, ca, app, cp1.in+","+cp2.in)
 	pacs := startSidecar(t, env)
 	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
 	lab := startSidecar(t, outboundEnv(ca, "spiffe://hospital.example/eu/lab/ws1", pacs.in, pacsID))
@@ -436,12 +440,7 @@ func TestE2EControlPlanePolicyExpires(t *testing.T) {
 	}
 
 	app := startHashApp(t, false)
-	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
-	env["MEDGATE_INBOUND_LISTEN"] = "127.0.0.1:0"
-	env["MEDGATE_INBOUND_UPSTREAM"] = app.addr
-	env["MEDGATE_CONTROL_PLANE"] = cp.in
-	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
-	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
+	env := pacsEnv(t, ca, app, cp.in)
 	env["MEDGATE_POLICY_MAX_AGE"] = "4s"
 	pacs := startSidecar(t, env)
 	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
@@ -538,11 +537,8 @@ spec: {dataClass: imaging, allow: ["spiffe://hospital.example/eu/lab/*"]}
   - {name: default, listen: "127.0.0.1:0", upstream: "`+app.addr+`"}
   - {name: bulk, listen: "127.0.0.1:0", upstream: "`+app.addr+`", eventSpoolFull: drop-oldest}
 `), 0o600)
-	env := identityEnv(ca.issue(pacsID, time.Hour), ca.bundle())
+	env := pacsEnv(t, ca, nil, cp.in)
 	env["MEDGATE_CONFIG"] = routes
-	env["MEDGATE_CONTROL_PLANE"] = cp.in
-	env["MEDGATE_CONTROL_PLANE_ID"] = cpID
-	env["MEDGATE_STATE_DIR"] = filepath.Join(t.TempDir(), "state")
 	env["MEDGATE_EVENT_SPOOL_MB"] = "1"
 	pacs := startSidecar(t, env)
 	waitFor(t, "the sidecar to be ready", func() bool { code, _ := pacs.get("/readyz"); return code == 200 })
