@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -55,20 +54,16 @@ func mllpReceiver(t *testing.T) (string, func() []string) {
 			}
 			go func() {
 				defer c.Close()
-				r := bufio.NewReader(c)
+				r := hl7.NewReader(c, 0)
 				for {
-					if _, err := r.ReadBytes(0x0b); err != nil {
-						return
-					}
-					msg, err := r.ReadBytes(0x1c)
+					msg, err := r.ReadFrame()
 					if err != nil {
 						return
 					}
-					r.ReadByte() // 0x0d
 					mu.Lock()
-					got = append(got, string(msg[:len(msg)-1]))
+					got = append(got, string(msg))
 					mu.Unlock()
-					io.WriteString(c, "\x0bMSH|^~\\&|RCV|HOSP|SND|LAB|20261122||ACK|1|P|2.5\rMSA|AA|1\r\x1c\x0d")
+					hl7.WriteFrame(c, []byte("MSH|^~\\&|RCV|HOSP|SND|LAB|20261122||ACK|1|P|2.5\rMSA|AA|1\r"))
 				}
 			}()
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/medgate/medgate/identity/devca"
 	"github.com/medgate/medgate/posture"
 	"github.com/medgate/medgate/proxy"
+	"github.com/medgate/medgate/proxy/hl7"
 )
 
 // demoPolicy is the demo's policy; %s is the MDM's JWKS.
@@ -507,17 +508,13 @@ func mllpReceiver() (net.Listener, func() []string, error) {
 			}
 			go func() {
 				defer c.Close()
-				r := bufio.NewReader(c)
+				r := hl7.NewReader(c, 0)
 				for {
-					if _, err := r.ReadBytes(0x0b); err != nil {
-						return
-					}
-					msg, err := r.ReadBytes(0x1c)
+					msg, err := r.ReadFrame()
 					if err != nil {
 						return
 					}
-					r.ReadByte()
-					text := string(msg[:len(msg)-1])
+					text := string(msg)
 					mu.Lock()
 					got = append(got, text)
 					mu.Unlock()
@@ -525,7 +522,7 @@ func mllpReceiver() (net.Listener, func() []string, error) {
 					if f := strings.Split(strings.SplitN(text, "\r", 2)[0], "|"); len(f) > 9 {
 						ctrl = f[9]
 					}
-					io.WriteString(c, "\x0bMSH|^~\\&|EHR|US-CLINIC|RIS|EU-HOSPITAL|20261122091501||ACK|A"+ctrl+"|P|2.5\rMSA|AA|"+ctrl+"\r\x1c\x0d")
+					hl7.WriteFrame(c, []byte("MSH|^~\\&|EHR|US-CLINIC|RIS|EU-HOSPITAL|20261122091501||ACK|A"+ctrl+"|P|2.5\rMSA|AA|"+ctrl+"\r"))
 				}
 			}()
 		}
@@ -541,18 +538,14 @@ func sendMLLP(addr, msg string) (string, error) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, "\x0b"+msg+"\x1c\x0d"); err != nil {
+	if err := hl7.WriteFrame(c, []byte(msg)); err != nil {
 		return "", err
 	}
-	r := bufio.NewReader(c)
-	if _, err := r.ReadBytes(0x0b); err != nil {
-		return "", err
-	}
-	ack, err := r.ReadBytes(0x1c)
+	ack, err := hl7.NewReader(c, 0).ReadFrame()
 	if err != nil {
 		return "", err
 	}
-	return string(ack[:len(ack)-1]), nil
+	return string(ack), nil
 }
 
 // segment returns the first segment of an HL7 message with that name.
