@@ -1,6 +1,9 @@
 package posture
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // File is a policy file held in memory: a name for errors and its YAML.
 type File struct {
@@ -18,7 +21,7 @@ func ParseFiles(files ...File) (*Policy, error) {
 	var errs []error
 	for _, f := range files {
 		if len(f.Data) > MaxPolicyFileSize {
-			errs = append(errs, &FieldError{File: f.Name, Msg: "larger than the 4 MiB limit"})
+			errs = append(errs, &FieldError{File: f.Name, Msg: fmt.Sprintf("larger than %d bytes", MaxPolicyFileSize)})
 			continue
 		}
 		pf = append(pf, policyFile{name: f.Name, data: f.Data})

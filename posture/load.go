@@ -70,10 +70,21 @@ func Parse(name string, data []byte) (*Policy, error) {
 // *.yml files in name order, not its subdirectories. Errors name each
 // file by the path it was reached through.
 func LoadFiles(paths ...string) (*Policy, error) {
+	files, err := ReadFiles(paths...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseFiles(files...)
+}
+
+// ReadFiles reads the policy files LoadFiles would compile: the named
+// files, and each named directory's *.yaml and *.yml files in name order.
+// Each File is named by the path it was reached through.
+func ReadFiles(paths ...string) ([]File, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("posture: load policy: no files given")
 	}
-	var files []policyFile
+	var files []File
 	var errs []error
 	read := func(path string) {
 		data, err := readLimited(path)
@@ -81,7 +92,7 @@ func LoadFiles(paths ...string) (*Policy, error) {
 			errs = append(errs, &FieldError{File: path, Msg: err.Error()})
 			return
 		}
-		files = append(files, policyFile{name: path, data: data})
+		files = append(files, File{Name: path, Data: data})
 	}
 	for _, path := range paths {
 		fi, err := os.Stat(path)
@@ -114,7 +125,7 @@ func LoadFiles(paths ...string) (*Policy, error) {
 	if len(errs) > 0 {
 		return nil, invalid(errs)
 	}
-	return compile(files)
+	return files, nil
 }
 
 // pathErr describes a file system error without repeating the path.

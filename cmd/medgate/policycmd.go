@@ -270,38 +270,13 @@ func rpcErr(err error) error {
 // readDocuments reads a policy file, or a directory's *.yaml and *.yml
 // files, naming each document by its base name.
 func readDocuments(path string) ([]*api.Document, error) {
-	fi, err := os.Stat(path)
+	files, err := posture.ReadFiles(path)
 	if err != nil {
 		return nil, err
 	}
-	paths := []string{path}
-	if fi.IsDir() {
-		paths = nil
-		entries, err := os.ReadDir(path)
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range entries {
-			n := e.Name()
-			if e.IsDir() || strings.HasPrefix(n, ".") || !(strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml")) {
-				continue
-			}
-			paths = append(paths, filepath.Join(path, n))
-		}
-		if len(paths) == 0 {
-			return nil, fmt.Errorf("%s holds no *.yaml or *.yml file", path)
-		}
-	}
-	var docs []*api.Document
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return nil, err
-		}
-		if len(data) > posture.MaxPolicyFileSize {
-			return nil, fmt.Errorf("%s: larger than %d bytes", p, posture.MaxPolicyFileSize)
-		}
-		docs = append(docs, &api.Document{Name: filepath.Base(p), Yaml: data})
+	docs := make([]*api.Document, len(files))
+	for i, f := range files {
+		docs[i] = &api.Document{Name: filepath.Base(f.Name), Yaml: f.Data}
 	}
 	return docs, nil
 }
