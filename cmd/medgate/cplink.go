@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -57,13 +58,35 @@ func parseFullMode(s string) (spool.FullMode, error) {
 	return 0, fmt.Errorf("%q: want fail-closed or drop-oldest", s)
 }
 
-func newControlPlaneLink(ctx context.Context, cfg *sidecarConfig, src identity.Source, kr keys.Keyring, engine *posture.Engine, log *slog.Logger, reg prometheus.Registerer) (*controlPlaneLink, error) {
-	if err := os.MkdirAll(cfg.env.StateDir, 0o700); err != nil {
+// linkConfig is what a controlPlaneLink needs to know.
+type linkConfig struct {
+	address  string
+	serverID identity.Patterns
+	stateDir string
+	maxAge   time.Duration
+	// spoolBytes bounds the spool; mode is what a full spool does, modes
+	// the routes' own choices (by spoolKey).
+	spoolBytes int64
+	mode       spool.FullMode
+	modes      map[string]spool.FullMode
+}
+
+// sidecarLinkConfig is the link configuration from the sidecar's settings.
+func sidecarLinkConfig(cfg *sidecarConfig) linkConfig {
+	mode, _ := parseFullMode(cfg.env.EventSpoolFull)
+	return linkConfig{
+		address: cfg.env.ControlPlane, serverID: cfg.controlPlaneID,
+		stateDir: cfg.env.StateDir, maxAge: cfg.env.PolicyMaxAge,
+		spoolBytes: int64(cfg.env.EventSpoolMB) << 20, mode: mode, modes: cfg.spoolModes,
+	}
+}
+
+func newControlPlaneLink(ctx context.Context, cfg linkConfig, src identity.Source, kr keys.Keyring, engine *posture.Engine, log *slog.Logger, reg prometheus.Registerer) (*controlPlaneLink, error) {
+	if err := os.MkdirAll(cfg.stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("MEDGATE_STATE_DIR: %w", err)
 	}
-	mode, _ := parseFullMode(cfg.env.EventSpoolFull)
-	l := &controlPlaneLink{mode: mode, modes: cfg.spoolModes, max: int64(cfg.env.EventSpoolMB) << 20, log: log}
-	sp, err := spool.Open(ctx, filepath.Join(cfg.env.StateDir, "events"), kr, spool.Options{MaxBytes: l.max})
+	l := &controlPlaneLink{mode: cfg.mode, modes: cfg.modes, max: cfg.spoolBytes, log: log}
+	sp, err := spool.Open(ctx, filepath.Join(cfg.stateDir, "events"), kr, spool.Options{MaxBytes: l.max})
 	if err != nil {
 		return nil, fmt.Errorf("access event spool: %w", err)
 	}
@@ -75,10 +98,10 @@ func newControlPlaneLink(ctx context.Context, cfg *sidecarConfig, src identity.S
 		}
 	}
 	ag, err := agent.New(agent.Config{
-		Address:   cfg.env.ControlPlane,
-		ServerID:  cfg.controlPlaneID,
-		CacheFile: filepath.Join(cfg.env.StateDir, "policy.pb"),
-		MaxAge:    cfg.env.PolicyMaxAge,
+		Address:   cfg.address,
+		ServerID:  cfg.serverID,
+		CacheFile: filepath.Join(cfg.stateDir, "policy.pb"),
+		MaxAge:    cfg.maxAge,
 	}, agent.Deps{Source: src, Log: log.With("component", "policy"), Check: checkPolicyProfiles, Apply: apply})
 	if err != nil {
 		sp.Close()

@@ -176,8 +176,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 
 	// The control plane: the security team applies the policy there; the
 	// hospital's sidecars take it over xDS and report every access event.
-	var reevaluate func()
-	cp, err := startDemoControlPlane(ctx, dir, sources["cp"], sources["admin"], sources["pacs"], kr, engine, &reevaluate, log)
+	cp, err := startDemoControlPlane(ctx, dir, sources["cp"], sources["admin"], sources["pacs"], kr, engine, log)
 	if err != nil {
 		return err
 	}
@@ -216,9 +215,7 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 		events = append(events, e)
 		evMu.Unlock()
 		log.Info("access event", "event", e)
-		if err := cp.record(e); err != nil {
-			log.Error("access event not spooled", "err", err)
-		}
+		cp.link.record(e)
 	}
 	inbound, err := proxy.New(proxy.Config{Inbound: []proxy.InboundRoute{{
 		Name: "pacs", Listen: "127.0.0.1:0", Upstream: app.Addr().String(),
@@ -229,7 +226,8 @@ func runDemo(ctx context.Context, args []string, _ map[string]string, stdout, _ 
 	if err := inbound.Listen(); err != nil {
 		return err
 	}
-	reevaluate = inbound.Reevaluate
+	reevaluate := inbound.Reevaluate
+	cp.link.reevaluate.Store(&reevaluate)
 	peer := inbound.InboundAddr("127.0.0.1:0").String()
 	outbound := func(name string, token proxy.PostureProvider) (*proxy.Server, error) {
 		s, err := proxy.New(proxy.Config{Outbound: []proxy.OutboundRoute{{

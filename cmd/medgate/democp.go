@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -21,7 +21,6 @@ import (
 	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/identity"
 	"github.com/medgate/medgate/posture"
-	"github.com/medgate/medgate/proxy"
 )
 
 // demoControlPlane is the demo's control plane with the hospital's link to
@@ -31,15 +30,15 @@ type demoControlPlane struct {
 	store  store.Store
 	pub    []byte
 	admin  api.PolicyAdminClient
-	agent  *agent.Agent
-	spool  *spool.Spool
+	link   *controlPlaneLink
+	agent  *agent.Agent // link.agent
 	closed []func()
 }
 
 // startDemoControlPlane runs a control plane on loopback with an embedded
 // store in dir, an admin client, and a policy agent for the hospital whose
-// policies go to engine (then reevaluate, when set).
-func startDemoControlPlane(ctx context.Context, dir string, cpSrc, adminSrc, hospitalSrc identity.Source, kr keys.Keyring, engine *posture.Engine, reevaluate *func(), log *slog.Logger) (*demoControlPlane, error) {
+// policies go to engine.
+func startDemoControlPlane(ctx context.Context, dir string, cpSrc, adminSrc, hospitalSrc identity.Source, kr keys.Keyring, engine *posture.Engine, log *slog.Logger) (*demoControlPlane, error) {
 	d := &demoControlPlane{}
 	fail := func(err error) (*demoControlPlane, error) { d.close(); return nil, err }
 	signer, err := store.GenerateSigner(filepath.Join(dir, "audit-signing.key"))
@@ -78,38 +77,18 @@ func startDemoControlPlane(ctx context.Context, dir string, cpSrc, adminSrc, hos
 	d.closed = append(d.closed, func() { conn.Close() })
 	d.admin = api.NewPolicyAdminClient(conn)
 
-	d.agent, err = agent.New(agent.Config{
-		Address:   ln.Addr().String(),
-		ServerID:  mustPatterns("spiffe://hospital.example/control-plane"),
-		CacheFile: filepath.Join(dir, "policy.pb"),
-		MaxAge:    time.Hour,
-	}, agent.Deps{Source: hospitalSrc, Log: log, Check: checkPolicyProfiles, Apply: func(p *posture.Policy) {
-		engine.SetPolicy(p)
-		if *reevaluate != nil {
-			(*reevaluate)()
-		}
-	}})
+	// The hospital's sidecars reach it as a sidecar does.
+	d.link, err = newControlPlaneLink(ctx, linkConfig{
+		address: ln.Addr().String(), serverID: mustPatterns("spiffe://hospital.example/control-plane"),
+		stateDir: dir, maxAge: time.Hour, spoolBytes: spool.DefaultMaxBytes, mode: spool.FailClosed,
+	}, hospitalSrc, kr, engine, log, prometheus.NewRegistry())
 	if err != nil {
 		return fail(err)
 	}
-	d.closed = append(d.closed, func() { d.agent.Close() })
-	if d.spool, err = spool.Open(ctx, filepath.Join(dir, "events"), kr, spool.Options{}); err != nil {
-		return fail(err)
-	}
-	d.closed = append(d.closed, func() { d.spool.Close() })
-	go d.agent.Run(runCtx)
-	go agent.NewShipper(d.agent.Conn(), d.spool, log).Run(runCtx)
+	d.agent = d.link.agent
+	d.closed = append(d.closed, d.link.close)
+	go d.link.run(runCtx)
 	return d, nil
-}
-
-// record spools an access event for the control plane.
-func (d *demoControlPlane) record(e proxy.Event) error {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	_, err = d.spool.Append(b, spool.FailClosed)
-	return err
 }
 
 // apply applies a policy as the admin and waits until the hospital's
@@ -133,9 +112,9 @@ func (d *demoControlPlane) apply(ctx context.Context, text, comment string) (str
 // drain waits until the control plane has acknowledged every spooled event.
 func (d *demoControlPlane) drain() error {
 	deadline := time.Now().Add(10 * time.Second)
-	for d.spool.Stats().Pending > 0 {
+	for d.link.spool.Stats().Pending > 0 {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d access events not acknowledged by the control plane", d.spool.Stats().Pending)
+			return fmt.Errorf("%d access events not acknowledged by the control plane", d.link.spool.Stats().Pending)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -101,7 +101,7 @@ MEDGATE_DRAIN_TIMEOUT, then close them.
 		if err != nil {
 			return err
 		}
-		link, err = newControlPlaneLink(ctx, cfg, src, deps.Keyring, engine, log, reg)
+		link, err = newControlPlaneLink(ctx, sidecarLinkConfig(cfg), src, deps.Keyring, engine, log, reg)
 		if err != nil {
 			return err
 		}
