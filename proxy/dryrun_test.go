@@ -1,18 +1,14 @@
 package proxy_test
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/medgate/medgate/crypto/pseudonym"
 	"github.com/medgate/medgate/posture"
 	"github.com/medgate/medgate/proxy"
-	"github.com/medgate/medgate/proxy/mask"
 )
 
 // dryRunDecider denies every peer on a route in dry run, for reason; a
@@ -77,29 +73,8 @@ func TestDryRunNeverCrossesUnmasked(t *testing.T) {
 // TestDryRunMasksWhatResidencyMasks: an outbound dry-run denial whose
 // residency rule de-identifies sends, and sends masked.
 func TestDryRunMasksWhatResidencyMasks(t *testing.T) {
-	eu := newPKI(t, "eu.example")
-	server := eu.source("spiffe://eu.example/ris")
-	receiver, received := mllpReceiver(t)
-	keyer, _ := pseudonym.New(bytes.Repeat([]byte{7}, pseudonym.KeySize))
-	profiles := func(name string) (*mask.Profile, error) {
-		p, ok := mask.Builtin(name)
-		if !ok {
-			t.Fatalf("no profile %s", name)
-		}
-		return p, nil
-	}
-	events := &eventLog{}
-	in := start(t, proxy.Config{Inbound: []proxy.InboundRoute{{Name: "default", Listen: "127.0.0.1:0", Upstream: receiver, Allow: patterns(t, "spiffe://eu.example/*")}}},
-		proxy.Deps{Source: server})
-	out := start(t, proxy.Config{Outbound: []proxy.OutboundRoute{{Name: "default", Listen: "127.0.0.1:0", Peer: in.InboundAddr("127.0.0.1:0").String(), PeerID: server.svid.ID, Protocol: "hl7"}}},
-		proxy.Deps{Source: eu.source("spiffe://eu.example/sender"), Decider: dryRunDecider{reason: posture.ReasonConditionFalse, profile: "hipaa-safe-harbor", version: "v1"},
-			Events: events.sink, Codecs: map[string]proxy.Codec{"hl7": hl7Codec}, Profiles: profiles, MaskEnv: mask.Env{Keyer: keyer}})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go in.Run(ctx)
-	go out.Run(ctx)
-
-	c, err := net.Dial("tcp", out.OutboundAddr("default").String())
+	out, received, events := maskedHL7Pair(t, dryRunDecider{reason: posture.ReasonConditionFalse, profile: "hipaa-safe-harbor", version: "v1"})
+	c, err := net.Dial("tcp", out)
 	if err != nil {
 		t.Fatal(err)
 	}

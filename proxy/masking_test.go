@@ -71,7 +71,12 @@ func mllpReceiver(t *testing.T) (string, func() []string) {
 	return ln.Addr().String(), func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), got...) }
 }
 
-func TestMaskedHL7Route(t *testing.T) {
+// maskedHL7Pair runs an outbound sidecar that decides with decider and
+// masks HL7 with the built-in profiles, and an inbound one in front of an
+// MLLP receiver. It returns the outbound address, what the receiver got,
+// and the outbound side's events.
+func maskedHL7Pair(t *testing.T, decider posture.Decider) (string, func() []string, *eventLog) {
+	t.Helper()
 	eu := newPKI(t, "eu.example")
 	server := eu.source("spiffe://eu.example/ris")
 	receiver, received := mllpReceiver(t)
@@ -87,14 +92,18 @@ func TestMaskedHL7Route(t *testing.T) {
 	in := start(t, proxy.Config{Inbound: []proxy.InboundRoute{{Name: "default", Listen: "127.0.0.1:0", Upstream: receiver, Allow: patterns(t, "spiffe://eu.example/*")}}},
 		proxy.Deps{Source: server})
 	out := start(t, proxy.Config{Outbound: []proxy.OutboundRoute{{Name: "default", Listen: "127.0.0.1:0", Peer: in.InboundAddr("127.0.0.1:0").String(), PeerID: server.svid.ID, Protocol: "hl7"}}},
-		proxy.Deps{Source: eu.source("spiffe://eu.example/sender"), Decider: egressDeidentify{}, Events: events.sink,
+		proxy.Deps{Source: eu.source("spiffe://eu.example/sender"), Decider: decider, Events: events.sink,
 			Codecs: map[string]proxy.Codec{"hl7": hl7Codec}, Profiles: profiles, MaskEnv: mask.Env{Keyer: keyer}})
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	go in.Run(ctx)
 	go out.Run(ctx)
+	return out.OutboundAddr("default").String(), received, events
+}
 
-	c, err := net.Dial("tcp", out.OutboundAddr("default").String())
+func TestMaskedHL7Route(t *testing.T) {
+	out, received, events := maskedHL7Pair(t, egressDeidentify{})
+	c, err := net.Dial("tcp", out)
 	if err != nil {
 		t.Fatal(err)
 	}
