@@ -132,9 +132,7 @@ func controlPlaneFigures(ctx context.Context, o options, work string, res *Resul
 		if f == nil {
 			return
 		}
-		// A target of 0 is none: the figure is for information.
-		pass := target == 0 || higher && f.Median >= target || !higher && f.Median <= target
-		res.Ratios = append(res.Ratios, Ratio{Name: name, Figure: figure, Of: of, Value: f.Median, Target: target, HigherOK: higher, Pass: pass})
+		res.Ratios = append(res.Ratios, Ratio{Name: name, Figure: figure, Of: of, Value: f.Median, Target: target, HigherOK: higher, Pass: meets(f.Median, target, higher)})
 	}
 	limit(fmt.Sprintf("cp fan-out p99 ms, %d sidecars", o.cpSidecars), "cp_fanout_ms", "p99", cpFanoutP99TargetMS, false)
 	limit("cp ingest events/s, embedded store", "cp_ingest_events_per_s", "embedded", cpIngestTargetPerSec, true)

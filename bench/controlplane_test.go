@@ -62,3 +62,23 @@ func TestStartPostgresWithoutBinariesFails(t *testing.T) {
 		t.Errorf("error does not say what is missing: %v", err)
 	}
 }
+
+func TestMeets(t *testing.T) {
+	for _, c := range []struct {
+		v, target float64
+		higher    bool
+		want      bool
+	}{
+		{1.1, 1.0, true, true},
+		{0.9, 1.0, true, false},
+		{0.9, 1.0, false, true},
+		{1.1, 1.0, false, false},
+		// No target: for information, whichever way is better.
+		{2.13, 0, false, true},
+		{0.34, 0, true, true},
+	} {
+		if got := meets(c.v, c.target, c.higher); got != c.want {
+			t.Errorf("meets(%v, %v, %v) = %v, want %v", c.v, c.target, c.higher, got, c.want)
+		}
+	}
+}

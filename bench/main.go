@@ -188,6 +188,12 @@ type Ratio struct {
 	Pass     bool    `json:"pass"`
 }
 
+// meets reports whether v meets target. A target of 0 is none: the
+// figure or ratio is for information and always passes.
+func meets(v, target float64, higher bool) bool {
+	return target == 0 || higher && v >= target || !higher && v <= target
+}
+
 func summarize(config, unit string, samples []float64) Figure {
 	s := append([]float64(nil), samples...)
 	sort.Float64s(s)

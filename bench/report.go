@@ -42,6 +42,10 @@ func writeReport(res *Results, dir string) error {
 		if !r.Pass {
 			verdict = "below target"
 		}
+		if r.Target == 0 {
+			fmt.Fprintf(&b, "| %s | %.2f | none | |\n", r.Name, r.Value)
+			continue
+		}
 		fmt.Fprintf(&b, "| %s | %.2f | %s %.2f | %s |\n", r.Name, r.Value, cmp, r.Target, verdict)
 	}
 	for _, n := range res.Notes {
