@@ -20,17 +20,18 @@ import (
 // it; the final segment's plaintext has been returned by then.
 //
 // A Reader reads src with two reads per segment; wrap a connection in a
-// bufio.Reader to read in larger chunks. It holds one segment-sized
-// buffer, allocates nothing per segment, and is not safe for concurrent
-// use. It never closes src.
+// bufio.Reader to read in larger chunks. It holds a segment-sized buffer
+// for the ciphertext while a segment arrives and one for the plaintext
+// until it has been read, both from a pool; it allocates nothing per
+// segment, and is not safe for concurrent use. It never closes src.
 type Reader struct {
 	src   io.Reader
 	hdr   Header
 	aead  cipher.AEAD
 	ad    [adSize]byte
 	word  [wordSize]byte
-	frame *[]byte // nonce, ciphertext and tag of one segment; nil between segments
-	pt    []byte  // plaintext of the current segment, opened in place in frame
+	plain *[]byte // buffer of the current segment's plaintext; nil between segments
+	pt    []byte  // plaintext of the current segment, in plain
 	seg   int     // segment size
 	off   int     // bytes of pt already returned
 	index uint64  // index of the next segment
@@ -42,9 +43,6 @@ type Reader struct {
 // checks the key commitment (ErrWrongKey) and the header (ErrHeader), and
 // returns a Reader positioned at the first segment. It reads exactly the
 // header's bytes from src. Errors from key are returned wrapped.
-//
-// Segments are opened in place, in the buffer they were read into, so a
-// Reader holds one segment-sized buffer.
 func NewReader(src io.Reader, key KeyFunc) (*Reader, error) {
 	raw, err := parseHeader(src)
 	if err != nil {
@@ -167,24 +165,26 @@ func (r *Reader) next(into []byte) int {
 		r.fail(fmt.Errorf("%w: segment %d is empty and not final", ErrAuthFailed, r.index))
 		return 0
 	}
-	if r.frame == nil {
-		r.frame = getFrame(r.seg)
-	}
-	frame := (*r.frame)[:nonceSize+n+gcmTagSize]
+	frameBuf := getFrame(r.seg)
+	defer putFrame(r.seg, frameBuf)
+	frame := (*frameBuf)[:nonceSize+n+gcmTagSize]
 	if _, err := io.ReadFull(r.src, frame); err != nil {
 		r.fail(r.readErr(err))
 		return 0
 	}
 	binary.BigEndian.PutUint64(r.ad[sha256.Size:], r.index)
 	copy(r.ad[sha256.Size+8:], r.word[:])
-	// In place: the plaintext overwrites the nonce and ciphertext it came
-	// from (GCM takes the nonce aside first).
-	dst := frame[:0]
-	if into != nil {
-		dst = into[:0]
+	// Into a buffer apart from the frame: opened in place, the AEAD would
+	// first move the whole ciphertext over the nonce.
+	dst := into
+	if dst == nil {
+		if r.plain == nil {
+			r.plain = getFrame(r.seg)
+		}
+		dst = *r.plain
 	}
 	// On a tag mismatch the AEAD zeroes what it wrote into dst.
-	pt, err := r.aead.Open(dst, nil, frame, r.ad[:])
+	pt, err := r.aead.Open(dst[:0], nil, frame, r.ad[:])
 	if err != nil {
 		r.fail(fmt.Errorf("%w: segment %d", ErrAuthFailed, r.index))
 		return 0
@@ -225,18 +225,18 @@ func (r *Reader) checkEnd() error {
 
 func (r *Reader) fail(err error) {
 	r.err = err
-	if r.frame != nil {
-		clear((*r.frame)[:cap(*r.frame)])
+	if r.plain != nil {
+		clear((*r.plain)[:cap(*r.plain)])
 	}
 	r.release()
 }
 
-// release returns the segment buffer once its plaintext has been consumed,
-// so a reader waiting for the next segment holds no segment-sized buffer.
+// release returns the plaintext buffer once it has been consumed, so a
+// reader waiting for the next segment holds no segment-sized buffer.
 func (r *Reader) release() {
-	if r.frame != nil {
-		putFrame(r.seg, r.frame)
-		r.frame = nil
+	if r.plain != nil {
+		putFrame(r.seg, r.plain)
+		r.plain = nil
 	}
 	r.pt = nil
 	r.off = 0
