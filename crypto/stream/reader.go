@@ -242,15 +242,16 @@ func (r *Reader) release() {
 	r.off = 0
 }
 
-// framePool holds segment buffers of the default segment size; other sizes
-// are allocated and left to the garbage collector.
+// framePool holds buffers with room for a segment of up to the default
+// segment size; larger segments' buffers are allocated and left to the
+// garbage collector.
 var framePool = sync.Pool{New: func() any {
 	b := make([]byte, DefaultSegmentSize+nonceSize+gcmTagSize)
 	return &b
 }}
 
 func getFrame(seg int) *[]byte {
-	if seg == DefaultSegmentSize {
+	if seg <= DefaultSegmentSize {
 		return framePool.Get().(*[]byte)
 	}
 	b := make([]byte, seg+nonceSize+gcmTagSize)
@@ -258,7 +259,7 @@ func getFrame(seg int) *[]byte {
 }
 
 func putFrame(seg int, b *[]byte) {
-	if seg == DefaultSegmentSize {
+	if seg <= DefaultSegmentSize {
 		framePool.Put(b)
 	}
 }
