@@ -182,13 +182,15 @@ func runSinkMode(args []string) error {
 	select {}
 }
 
-// runLoadMode sends n objects of size bytes in parallel through entry and
-// prints the seconds it took (re-executed inside a namespace).
+// runLoadMode sends n objects of size bytes through entry, in parallel or
+// one after another, and prints the seconds it took (re-executed inside a
+// namespace).
 func runLoadMode(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	entry := fs.String("entry", "", "")
 	n := fs.Int("n", 50, "")
 	size := fs.Int64("size", 1<<20, "")
+	sequential := fs.Bool("sequential", false, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -199,6 +201,15 @@ func runLoadMode(args []string) error {
 		}
 	}
 	start := time.Now()
+	if *sequential {
+		for range *n {
+			if _, err := bulk(*entry, *size); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("%.3f\n", time.Since(start).Seconds())
+		return nil
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, *n)
 	for range *n {
@@ -219,9 +230,10 @@ func runLoadMode(args []string) error {
 	return nil
 }
 
-// lossyRound runs one timed round of n parallel objects over the emulated
-// link with the given transport, and returns seconds.
-func lossyRound(ctx context.Context, o options, pki *benchPKI, work, transport string) (float64, error) {
+// lossyRound runs one timed round of n objects of size bytes, in parallel
+// or one after another, over the emulated link with the given transport,
+// and returns seconds.
+func lossyRound(ctx context.Context, o options, pki *benchPKI, work, transport string, n int, size int64, sequential bool) (float64, error) {
 	sinkAddr := addrServer + ":9100"
 	in := addrServer + ":8443"
 	sink, err := inNetns(ctx, nsServer, filepath.Join(work, "lossy-sink.log"), "sink", "-listen", sinkAddr)
@@ -252,7 +264,7 @@ func lossyRound(ctx context.Context, o options, pki *benchPKI, work, transport s
 	defer stopAll(outbound)()
 	selfBench, _ := os.Executable()
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", nsClient, selfBench, "load", "-entry", "127.0.0.1:9200",
-		"-n", fmt.Sprint(o.lossyN), "-size", fmt.Sprint(o.lossySize)).CombinedOutput()
+		"-n", fmt.Sprint(n), "-size", fmt.Sprint(size), fmt.Sprintf("-sequential=%t", sequential)).CombinedOutput()
 	if err != nil {
 		logs, _ := os.ReadFile(filepath.Join(work, "lossy-out.log"))
 		return 0, fmt.Errorf("load over %s: %v: %s\n%s", transport, err, out, logs)

@@ -69,6 +69,10 @@ type options struct {
 	lossyRTT    time.Duration
 	lossyLoss   float64
 	lossyMbps   float64
+	smallN      int
+	smallSize   int64
+	smallRounds int
+	seqN        int
 	dicomMiB    int64
 	dicomRounds int
 	cpSidecars  int
@@ -100,13 +104,17 @@ func run(args []string, stdout io.Writer) error {
 	fs.DurationVar(&o.lossyRTT, "lossy-rtt", 100*time.Millisecond, "round-trip time of the emulated link")
 	fs.Float64Var(&o.lossyLoss, "lossy-loss", 0.01, "packet loss of the emulated link, each way")
 	fs.Float64Var(&o.lossyMbps, "lossy-mbps", 100, "bandwidth of the emulated link, each way")
+	fs.IntVar(&o.smallN, "lossy-small-n", 50, "parallel small objects per round on the lossy link, each on a new proxied connection (0 skips them)")
+	smallKiB := fs.Int("lossy-small-kib", 16, "KiB per small object on the lossy link")
+	fs.IntVar(&o.smallRounds, "lossy-small-rounds", 3, "rounds of small objects on the lossy link, parallel and sequential")
+	fs.IntVar(&o.seqN, "lossy-seq-n", 20, "small objects sent one after another per round on the lossy link, each on a new proxied connection (0 skips them)")
 	fs.Int64Var(&o.dicomMiB, "dicom-mib", 512, "MiB of pixel data in the masked-DICOM C-STORE figure (0 skips it)")
 	fs.IntVar(&o.dicomRounds, "dicom-rounds", 3, "rounds of the masked-DICOM figure")
 	fs.IntVar(&o.cpSidecars, "cp-sidecars", 1000, "in-process sidecars on one control plane for the policy fan-out and memory figures (0 skips them)")
 	fs.DurationVar(&o.cpIngest, "cp-ingest", 5*time.Second, "length of a round of the control plane's event ingest figures (0 skips them)")
 	fs.StringVar(&o.check, "check", "", "only check the ratios in this results file against their targets")
 	fs.StringVar(&o.only, "only", "", "run only configurations whose name contains this (or any of these, comma-separated); controlplane runs only the control plane's figures and replaces them in the results file in -out")
-	fs.DurationVar(&o.duration, "max", 20*time.Minute, "stop after this long in all")
+	fs.DurationVar(&o.duration, "max", 30*time.Minute, "stop after this long in all")
 	fs.BoolVar(&o.resume, "peer-resumption", false, "leave TLS session resumption on in the stunnel, HAProxy and nginx pairs, as they ship (by default it is off, so that they do the full handshake medgate does)")
 	fs.StringVar(&o.compare, "compare", "", "also run the medgate-tcp configuration with this medgate binary, as medgate-tcp-compare, in the same interleaved rounds")
 	fs.StringVar(&o.profile, "profile", "", "run the medgate-tcp configuration inside this process and write Go CPU, heap and goroutine profiles of its workloads to this directory")
@@ -116,6 +124,7 @@ func run(args []string, stdout io.Writer) error {
 	}
 	o.bulk = int64(*bulkMiB) << 20
 	o.lossySize = int64(*lossyMiB) << 20
+	o.smallSize = int64(*smallKiB) << 10
 	if o.check != "" {
 		return check(o.check, stdout)
 	}

@@ -199,6 +199,10 @@ func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error)
 	ratio("open / raw AES-256-GCM open (one core)", "crypto_mbps", "stream-open", "raw-gcm-open", 0.85, true)
 	// The QUIC and masking targets.
 	ratio("lossy link time medgate-quic / medgate-tcp", "lossy_seconds", "medgate-quic", "medgate-tcp", 0.5, false)
+	ratio("lossy link time, small objects, medgate-quic / medgate-tcp", "lossy_small_seconds", "medgate-quic", "medgate-tcp", 0.5, false)
+	ratio("lossy link time, sequential small objects, medgate-quic / medgate-tcp", "lossy_sequential_seconds", "medgate-quic", "medgate-tcp", 0, false)
+	ratio("lossy link time medgate-quic / medgate-tcp-cubic", "lossy_seconds", "medgate-quic", "medgate-tcp-cubic", 0, false)
+	ratio("lossy link time, small objects, medgate-quic / medgate-tcp-cubic", "lossy_small_seconds", "medgate-quic", "medgate-tcp-cubic", 0, false)
 	ratio("DICOM C-STORE masked / unmasked", "dicom_cstore_mbps", "masked", "unmasked", 0.7, true)
 	// For information: no target.
 	ratio("HL7 messages/s masked / unmasked", "hl7_messages_per_s", "masked", "unmasked", 0, true)
@@ -253,20 +257,87 @@ func lossyFigures(ctx context.Context, o options, pki *benchPKI, work string, re
 		return err
 	}
 	defer teardown()
-	times := map[string][]float64{}
-	for round := 1; round <= o.lossyRounds; round++ {
-		for _, transport := range []string{"tcp", "quic"} {
-			secs, err := lossyRound(ctx, o, pki, work, transport)
-			if err != nil {
-				return err
-			}
-			times[transport] = append(times[transport], secs)
-			fmt.Fprintf(stdout, "lossy  round %d medgate-%-4s %d x %d MiB in %.2f s (%s RTT, %.1f%% loss, %.0f Mbit/s)\n", round, transport, o.lossyN, o.lossySize>>20, secs, o.lossyRTT, 100*o.lossyLoss, o.lossyMbps)
-		}
+	across := fmt.Sprintf("an emulated link of %s RTT, %.1f%% loss each way and %.0f Mbit/s (TUN devices between two network namespaces)", o.lossyRTT, 100*o.lossyLoss, o.lossyMbps)
+	// TCP crosses the link under the host's congestion control, which the
+	// namespaces inherit, and also under CUBIC when that is not it: quic-go
+	// has only CUBIC (or NewReno), so that pair compares like with like.
+	hostCC, err := os.ReadFile("/proc/sys/net/ipv4/tcp_congestion_control")
+	if err != nil {
+		return err
 	}
-	res.Figures["lossy_seconds"] = []Figure{summarize("medgate-tcp", "s", times["tcp"]), summarize("medgate-quic", "s", times["quic"])}
-	res.Notes = append(res.Notes, fmt.Sprintf("lossy_seconds: %d parallel objects of %d MiB through a medgate pair across an emulated link of %s RTT, %.1f%% loss each way and %.0f Mbit/s (TUN devices between two network namespaces)", o.lossyN, o.lossySize>>20, o.lossyRTT, 100*o.lossyLoss, o.lossyMbps))
+	type lossyConfig struct{ name, transport, tcpCC string }
+	configs := []lossyConfig{{"medgate-tcp", "tcp", strings.TrimSpace(string(hostCC))}}
+	if configs[0].tcpCC != "cubic" {
+		// A namespace may only choose what the host allows.
+		restore, err := allowCongestionControl("cubic")
+		if err != nil {
+			return err
+		}
+		defer restore()
+		configs = append(configs, lossyConfig{"medgate-tcp-cubic", "tcp", "cubic"})
+	}
+	configs = append(configs, lossyConfig{"medgate-quic", "quic", ""})
+	scenarios := []struct {
+		figure     string
+		n          int
+		size       int64
+		rounds     int
+		sequential bool
+	}{
+		{"lossy_seconds", o.lossyN, o.lossySize, o.lossyRounds, false},
+		{"lossy_small_seconds", o.smallN, o.smallSize, o.smallRounds, false},
+		{"lossy_sequential_seconds", o.seqN, o.smallSize, o.smallRounds, true},
+	}
+	for _, sc := range scenarios {
+		if sc.n == 0 || sc.size == 0 || sc.rounds == 0 {
+			continue
+		}
+		how := "parallel"
+		if sc.sequential {
+			how = "sequential"
+		}
+		times := map[string][]float64{}
+		for round := 1; round <= sc.rounds; round++ {
+			for _, c := range configs {
+				if c.tcpCC != "" {
+					for _, ns := range []string{nsClient, nsServer} {
+						if err := run_("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_congestion_control="+c.tcpCC); err != nil {
+							return err
+						}
+					}
+				}
+				secs, err := lossyRound(ctx, o, pki, work, c.transport, sc.n, sc.size, sc.sequential)
+				if err != nil {
+					return err
+				}
+				times[c.name] = append(times[c.name], secs)
+				fmt.Fprintf(stdout, "lossy  round %d %-17s %d x %d KiB %s in %.2f s (%s RTT, %.1f%% loss, %.0f Mbit/s)\n", round, c.name, sc.n, sc.size>>10, how, secs, o.lossyRTT, 100*o.lossyLoss, o.lossyMbps)
+			}
+		}
+		for _, c := range configs {
+			res.Figures[sc.figure] = append(res.Figures[sc.figure], summarize(c.name, "s", times[c.name]))
+		}
+		res.Notes = append(res.Notes, fmt.Sprintf("%s: %d %s objects of %d KiB, each on a new proxied connection (a new TCP and TLS connection, or a new stream on the one QUIC connection), through a medgate pair across %s; the sidecars start afresh every round. medgate-tcp uses the host's TCP congestion control (%s), medgate-tcp-cubic CUBIC; QUIC uses quic-go's CUBIC (it has no other but NewReno)", sc.figure, sc.n, how, sc.size>>10, across, configs[0].tcpCC))
+	}
 	return nil
+}
+
+// allowCongestionControl adds cc to the congestion controls network
+// namespaces may choose, and returns the func that restores the list.
+func allowCongestionControl(cc string) (func(), error) {
+	const path = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+	old, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	allowed := strings.Fields(string(old))
+	if slices.Contains(allowed, cc) {
+		return func() {}, nil
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(append(allowed, cc), " ")), 0o644); err != nil {
+		return nil, fmt.Errorf("allow TCP congestion control %s: %w", cc, err)
+	}
+	return func() { os.WriteFile(path, old, 0o644) }, nil
 }
 
 // errSkip is a configuration's start declining, without a note: it was not
