@@ -104,20 +104,19 @@ func (f *frameReader) next() error {
 	return fmt.Errorf("%w 0x%02x in an admitted session", ErrUnexpectedFrame, typ)
 }
 
-// frameWriter wraps every Write in data frames.
+// frameWriter wraps every Write in data frames. It takes a buffer from
+// bufPool for each Write, so a session between writes holds none.
 type frameWriter struct {
-	w   io.Writer
-	buf []byte
+	w io.Writer
 }
 
 func (f *frameWriter) Write(p []byte) (int, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
 	written := 0
 	for len(p) > 0 {
 		n := min(len(p), dataChunk)
-		if cap(f.buf) < frameHeaderLen+n {
-			f.buf = make([]byte, frameHeaderLen+dataChunk)
-		}
-		b := f.buf[:frameHeaderLen+n]
+		b := (*bp)[:frameHeaderLen+n]
 		b[0] = frameData
 		binary.BigEndian.PutUint32(b[1:], uint32(n))
 		copy(b[frameHeaderLen:], p[:n])

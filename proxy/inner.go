@@ -64,9 +64,10 @@ var errContext = errors.New("proxy: inner stream sealed for another context")
 // pumpSealed seals src into the tunnel: the stream header and segments in
 // data frames, the final segment at src's end, then an end frame. Each read
 // of src is sealed at once, so request and response protocols see no delay.
-// The record writer, with its segment-sized buffers, is made only when the
-// app's first bytes arrive: an idle session holds a small buffer, and the
-// peer's reader allocates nothing until the header comes.
+// The record writer is made only when the app's first bytes arrive, so the
+// peer's reader allocates nothing until the header comes; from then on the
+// writer waits for the app in a small buffer and takes segment-sized ones
+// only while data flows.
 func pumpSealed(tun io.Writer, src io.Reader, k *innerKeys, activity func(int)) (int64, error) {
 	first := make([]byte, smallRead)
 	n, rerr := src.Read(first)

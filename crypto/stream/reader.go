@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sync"
 )
 
@@ -242,24 +243,33 @@ func (r *Reader) release() {
 	r.off = 0
 }
 
-// framePool holds buffers with room for a segment of up to the default
-// segment size; larger segments' buffers are allocated and left to the
-// garbage collector.
-var framePool = sync.Pool{New: func() any {
-	b := make([]byte, DefaultSegmentSize+nonceSize+gcmTagSize)
-	return &b
-}}
+// framePools hold segment buffers by size class, the powers of two from
+// MinSegmentSize to MaxSegmentSize, each with room for a sealed segment of
+// that size, its length word included. Readers and Writers share them.
+var framePools [sizeClasses]sync.Pool
 
+// sizeClasses counts the powers of two from MinSegmentSize to
+// MaxSegmentSize.
+const sizeClasses = 7
+
+// sizeClass is the index in framePools of the smallest class that holds a
+// segment of seg bytes (MinSegmentSize to MaxSegmentSize).
+func sizeClass(seg int) int {
+	return bits.Len(uint(seg-1)) - bits.Len(MinSegmentSize-1)
+}
+
+// getFrame returns a pooled buffer with room for a sealed segment of seg
+// bytes; its contents are undefined.
 func getFrame(seg int) *[]byte {
-	if seg <= DefaultSegmentSize {
-		return framePool.Get().(*[]byte)
+	c := sizeClass(seg)
+	if b, ok := framePools[c].Get().(*[]byte); ok {
+		return b
 	}
-	b := make([]byte, seg+nonceSize+gcmTagSize)
+	b := make([]byte, MinSegmentSize<<c+frameOverhead)
 	return &b
 }
 
+// putFrame returns a buffer from getFrame(seg) to its pool.
 func putFrame(seg int, b *[]byte) {
-	if seg <= DefaultSegmentSize {
-		framePool.Put(b)
-	}
+	framePools[sizeClass(seg)].Put(b)
 }

@@ -689,3 +689,87 @@ func TestReadFromDeliversAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSizeClass(t *testing.T) {
+	if MinSegmentSize<<(sizeClasses-1) != MaxSegmentSize {
+		t.Fatalf("sizeClasses %d does not span MinSegmentSize to MaxSegmentSize", sizeClasses)
+	}
+	for _, c := range []struct{ seg, class int }{
+		{MinSegmentSize, 0}, {MinSegmentSize + 1, 1}, {32 << 10, 1}, {32<<10 - 5 - 32, 1},
+		{DefaultSegmentSize, 2}, {DefaultSegmentSize + 1, 3}, {MaxSegmentSize, len(framePools) - 1},
+	} {
+		if got := sizeClass(c.seg); got != c.class {
+			t.Errorf("sizeClass(%d) = %d, want %d", c.seg, got, c.class)
+		}
+		if b := getFrame(c.seg); len(*b) < c.seg+frameOverhead {
+			t.Errorf("getFrame(%d) has %d bytes, want at least %d", c.seg, len(*b), c.seg+frameOverhead)
+		}
+	}
+}
+
+// scriptedReader returns reads of the given sizes, calling each before it
+// reads.
+type scriptedReader struct {
+	data  []byte
+	sizes []int
+	each  func(p []byte)
+}
+
+func (s *scriptedReader) Read(p []byte) (int, error) {
+	if len(s.sizes) == 0 {
+		return 0, io.EOF
+	}
+	s.each(p)
+	n := min(s.sizes[0], len(p), len(s.data))
+	s.sizes = s.sizes[1:]
+	copy(p, s.data[:n])
+	s.data = s.data[n:]
+	return n, nil
+}
+
+func TestReadFromHoldsNoSegmentBufferWhileIdle(t *testing.T) {
+	sizes := []int{1, 100, smallRead, DefaultSegmentSize, DefaultSegmentSize, 5000, 10, 3, smallRead, 7}
+	total := 0
+	for _, n := range sizes {
+		total += n
+	}
+	data := pattern(total)
+	var sealed bytes.Buffer
+	w, err := NewWriter(&sealed, testKey, Header{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data[:0]); err != nil {
+		t.Fatal(err)
+	}
+	var readSizes []int
+	src := &scriptedReader{data: data, sizes: sizes, each: func(p []byte) {
+		readSizes = append(readSizes, len(p))
+		if len(p) == smallRead && w.bufp != nil {
+			t.Errorf("read %d: a small read while the Writer holds a segment buffer", len(readSizes))
+		}
+	}}
+	if n, err := w.ReadFrom(src); err != nil || n != int64(total) {
+		t.Fatalf("ReadFrom = %d, %v; want %d, nil", n, err, total)
+	}
+	if w.bufp != nil {
+		t.Error("the Writer holds a segment buffer after ReadFrom")
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Small reads until one fills the small buffer, then segment-sized
+	// ones until a read comes back short of a small buffer.
+	want := []int{smallRead, smallRead, smallRead, DefaultSegmentSize, DefaultSegmentSize, DefaultSegmentSize, DefaultSegmentSize, smallRead, smallRead, DefaultSegmentSize}
+	if !slices.Equal(readSizes, want) {
+		t.Errorf("read sizes %v, want %v", readSizes, want)
+	}
+	r, err := NewReader(&sealed, UseKey(testKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("opened %d bytes, %v; want the %d written", len(got), err, len(data))
+	}
+}

@@ -19,21 +19,31 @@ import (
 // Write). Close seals the final segment; without Close the
 // stream is truncated and a Reader rejects it.
 //
-// A Writer holds two segment-sized buffers and allocates nothing per
-// segment. It is not safe for concurrent use. It never closes dst.
+// A Writer takes its segment-sized buffers from a pool: one while it has
+// plaintext buffered, one while it seals. Fed by ReadFrom from a
+// connection that is idle or trickling, it waits in a small buffer of its
+// own and holds none. It allocates nothing per segment, is not safe for
+// concurrent use, and never closes dst.
 type Writer struct {
 	dst      io.Writer
 	aead     cipher.AEAD
 	header   []byte
 	sentHdr  bool
 	ad       [adSize]byte
-	buf      []byte // buffered plaintext; cap is the segment size
-	out      []byte // one sealed segment; cap is the segment size plus frameOverhead
+	seg      int     // segment size
+	bufp     *[]byte // pooled buffer of buf; nil when nothing is buffered
+	buf      []byte  // buffered plaintext; cap is the segment size
+	small    [smallRead]byte
 	index    uint64
 	err      error // sticky
 	closed   bool
 	closeErr error
 }
+
+// smallRead is the size of ReadFrom's reads while its source is idle or
+// trickling; a read that fills it switches ReadFrom to segment-sized reads
+// until reads shrink below it again.
+const smallRead = 2 << 10
 
 // NewWriter returns a Writer that seals to dst under dataKey (32 bytes),
 // with hdr as the stream's header. It draws the salt from crypto/rand and
@@ -59,8 +69,7 @@ func NewWriter(dst io.Writer, dataKey []byte, hdr Header) (*Writer, error) {
 		dst:    dst,
 		aead:   aead,
 		header: sealHeader(&hdr, salt, k),
-		buf:    make([]byte, 0, hdr.SegmentSize),
-		out:    make([]byte, 0, hdr.SegmentSize+frameOverhead),
+		seg:    hdr.SegmentSize,
 	}
 	hh := sha256.Sum256(w.header)
 	copy(w.ad[:], hh[:])
@@ -89,8 +98,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	n := 0
 	for len(p) > 0 {
-		if len(w.buf) == 0 && len(p) >= cap(w.buf) {
-			seg := p[:cap(w.buf)]
+		if len(w.buf) == 0 && len(p) >= w.seg {
+			seg := p[:w.seg]
 			if err := w.seal(seg, false); err != nil {
 				return n, err
 			}
@@ -98,6 +107,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 			p = p[len(seg):]
 			continue
 		}
+		w.grab()
 		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
 		w.buf = w.buf[:len(w.buf)+k]
 		n += k
@@ -114,30 +124,42 @@ func (w *Writer) Write(p []byte) (int, error) {
 }
 
 // ReadFrom reads src until io.EOF and seals what it reads. It writes the
-// header before it first reads src, so the peer can check the key before
-// any data flows. Unlike Write, it seals and writes whatever each Read of
-// src returns without waiting to fill a segment, so io.Copy from a
-// connection never holds data back; a source that fills the buffer (a
-// file) still yields whole segments. It does not end the stream: call
-// Close after it. An error from src is returned as is and leaves the
-// Writer usable.
+// header, and seals what Write buffered, before it first reads src, so the
+// peer can check the key before any data flows. Unlike Write, it seals and
+// writes whatever each Read of src returns without waiting to fill a
+// segment, so io.Copy from a connection never holds data back; a source
+// that fills the buffer (a file) still yields whole segments. It does not
+// end the stream: call Close after it. An error from src is returned as is
+// and leaves the Writer usable.
 func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 	var total int64
-	if w.err == nil {
-		if err := w.writeHeader(); err != nil {
-			return 0, err
-		}
+	if err := w.Flush(); err != nil {
+		return 0, err
 	}
+	w.release()
+	defer w.release()
+	big := false
 	for {
 		if w.err != nil {
 			return total, w.err
 		}
-		n, err := src.Read(w.buf[len(w.buf):cap(w.buf)])
-		w.buf = w.buf[:len(w.buf)+n]
+		p := w.small[:]
+		if big {
+			w.grab()
+			p = w.buf[:cap(w.buf)]
+		}
+		n, err := src.Read(p)
 		total += int64(n)
 		if n > 0 {
-			if ferr := w.Flush(); ferr != nil {
-				return total, ferr
+			if serr := w.seal(p[:n], false); serr != nil {
+				return total, serr
+			}
+			switch {
+			case !big && n == len(w.small):
+				big = true
+			case big && n < len(w.small):
+				big = false
+				w.release()
 			}
 		}
 		if errors.Is(err, io.EOF) {
@@ -176,12 +198,31 @@ func (w *Writer) Close() error {
 		w.seal(w.buf, true)
 	}
 	w.closeErr = w.err
-	clear(w.buf[:cap(w.buf)])
-	w.buf = w.buf[:0]
+	w.release()
+	clear(w.small[:])
 	if w.err == nil {
 		w.err = ErrClosed
 	}
 	return w.closeErr
+}
+
+// grab makes sure buf has a segment-sized buffer.
+func (w *Writer) grab() {
+	if w.bufp == nil {
+		w.bufp = getFrame(w.seg)
+		w.buf = (*w.bufp)[:0:w.seg]
+	}
+}
+
+// release clears the buffer's plaintext and returns it to the pool, unless
+// plaintext is waiting in it.
+func (w *Writer) release() {
+	if w.bufp == nil || len(w.buf) > 0 && !w.closed {
+		return
+	}
+	clear((*w.bufp)[:w.seg])
+	putFrame(w.seg, w.bufp)
+	w.bufp, w.buf = nil, nil
 }
 
 func (w *Writer) writeHeader() error {
@@ -207,7 +248,9 @@ func (w *Writer) seal(pt []byte, last bool) error {
 	}
 	binary.BigEndian.PutUint64(w.ad[sha256.Size:], w.index)
 	binary.BigEndian.PutUint32(w.ad[sha256.Size+8:], word)
-	out := binary.BigEndian.AppendUint32(w.out[:0], word)
+	outp := getFrame(w.seg)
+	defer putFrame(w.seg, outp)
+	out := binary.BigEndian.AppendUint32((*outp)[:0], word)
 	out = w.aead.Seal(out, nil, pt, w.ad[:])
 	if err := w.writeHeader(); err != nil {
 		return err
