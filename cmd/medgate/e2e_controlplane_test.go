@@ -370,6 +370,34 @@ func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("want PermissionDenied, got %v", err)
 	}
+
+	// The refusal is an access event in the audit store, under the control
+	// plane's own source.
+	out, err := runBinary(nil, "audit", "query", "--store", cp.store, "--verdict", "deny", "--format", "json")
+	if err != nil {
+		t.Fatalf("audit query: %v\n%s", err, out)
+	}
+	var entries []struct {
+		Source string
+		Record json.RawMessage
+	}
+	if err := json.Unmarshal([]byte(out), &entries); err != nil {
+		t.Fatalf("audit query output: %v\n%s", err, out)
+	}
+	var found bool
+	for _, e := range entries {
+		var r struct {
+			Kind    string   `json:"kind"`
+			PeerID  string   `json:"peer_id"`
+			Reasons []string `json:"reasons"`
+		}
+		json.Unmarshal(e.Record, &r)
+		found = found || strings.HasPrefix(e.Source, "control-plane/") && r.Kind == "control_plane" &&
+			r.PeerID == "spiffe://hospital.example/eu/intruder" && slices.Equal(r.Reasons, []string{"node_id_mismatch"})
+	}
+	if !found {
+		t.Errorf("no access event for the refused subscription in the store:\n%s", out)
+	}
 }
 
 // TestE2EControlPlaneReplicasOnPostgres runs two control planes on one

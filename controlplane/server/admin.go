@@ -23,10 +23,8 @@ type admin struct {
 
 func (a *admin) Apply(ctx context.Context, req *api.ApplyRequest) (*api.ApplyResponse, error) {
 	s := a.s
-	who, err := authorize(ctx, s.cfg.Admins, "change policy")
+	who, err := s.admit(ctx, s.cfg.Admins, "admin", "change policy")
 	if err != nil {
-		s.m.refused.WithLabelValues("admin").Inc()
-		s.log.Warn("policy change refused", "err", err)
 		return nil, err
 	}
 	if _, err := policyset.Compile(req.GetDocuments()); err != nil {
@@ -43,10 +41,8 @@ func (a *admin) Apply(ctx context.Context, req *api.ApplyRequest) (*api.ApplyRes
 
 func (a *admin) Rollback(ctx context.Context, req *api.RollbackRequest) (*api.ApplyResponse, error) {
 	s := a.s
-	who, err := authorize(ctx, s.cfg.Admins, "change policy")
+	who, err := s.admit(ctx, s.cfg.Admins, "admin", "change policy")
 	if err != nil {
-		s.m.refused.WithLabelValues("admin").Inc()
-		s.log.Warn("policy rollback refused", "err", err)
 		return nil, err
 	}
 	old, err := s.version(ctx, req.GetVersion())
@@ -104,7 +100,7 @@ func (s *Server) version(ctx context.Context, v string) (*store.PolicyVersion, e
 
 func (a *admin) Get(ctx context.Context, req *api.GetRequest) (*api.PolicyVersion, error) {
 	s := a.s
-	if _, err := authorize(ctx, s.cfg.Admins, "read policy"); err != nil {
+	if _, err := s.admit(ctx, s.cfg.Admins, "admin", "read policy"); err != nil {
 		return nil, err
 	}
 	v, err := s.version(ctx, req.GetVersion())
@@ -118,7 +114,7 @@ func (a *admin) Get(ctx context.Context, req *api.GetRequest) (*api.PolicyVersio
 
 func (a *admin) History(ctx context.Context, _ *api.HistoryRequest) (*api.HistoryResponse, error) {
 	s := a.s
-	if _, err := authorize(ctx, s.cfg.Admins, "read policy"); err != nil {
+	if _, err := s.admit(ctx, s.cfg.Admins, "admin", "read policy"); err != nil {
 		return nil, err
 	}
 	hist, err := s.store.Policies(ctx)
@@ -134,7 +130,7 @@ func (a *admin) History(ctx context.Context, _ *api.HistoryRequest) (*api.Histor
 
 func (a *admin) Status(ctx context.Context, _ *api.StatusRequest) (*api.StatusResponse, error) {
 	s := a.s
-	if _, err := authorize(ctx, s.cfg.Admins, "read policy status"); err != nil {
+	if _, err := s.admit(ctx, s.cfg.Admins, "admin", "read policy status"); err != nil {
 		return nil, err
 	}
 	sts, err := s.store.Statuses(ctx)

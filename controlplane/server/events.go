@@ -29,10 +29,8 @@ type accessLog struct {
 func (a *accessLog) Stream(st api.AccessLog_StreamServer) error {
 	s := a.s
 	ctx := st.Context()
-	src, err := authorize(ctx, s.cfg.Sidecars, "send access events")
+	src, err := s.admit(ctx, s.cfg.Sidecars, "events", "send access events")
 	if err != nil {
-		s.m.refused.WithLabelValues("events").Inc()
-		s.log.Warn("access event stream refused", "err", err)
 		return err
 	}
 	// Tell the sidecar what is already stored, so it drops what a lost

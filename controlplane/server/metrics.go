@@ -9,6 +9,9 @@ type metrics struct {
 	events    prometheus.Counter
 	failed    prometheus.Counter
 	refused   *prometheus.CounterVec // by api: ads, events, admin
+
+	refusalsCounted  prometheus.Counter
+	refusalsUnstored prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,9 +36,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "medgate_cp_refused_total",
 			Help: "Calls refused for the caller's identity or node ID.",
 		}, []string{"api"}),
+		refusalsCounted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "medgate_cp_refusals_counted_total",
+			Help: "Refused calls over the per-minute limit of access events for them; each minute's count is stored as one event.",
+		}),
+		refusalsUnstored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "medgate_cp_refusal_events_unstored_total",
+			Help: "Access events for refused calls the audit store did not take (each is also in the log).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.responses, m.events, m.failed, m.refused)
+		reg.MustRegister(m.connected, m.responses, m.events, m.failed, m.refused, m.refusalsCounted, m.refusalsUnstored)
 	}
 	return m
 }

@@ -75,6 +75,8 @@ type Server struct {
 	set     *policyset.Set       // current, prepared for the sidecars
 	nodes   map[string]*node     // by SPIFFE ID
 	streams map[int64]*stream
+
+	refusals *refusalLog
 }
 
 // node is what the control plane knows of one sidecar.
@@ -88,6 +90,7 @@ type node struct {
 
 type stream struct {
 	peer     spiffeid.ID
+	addr     string // the caller's address
 	node     string
 	lastSent string // version of the last response sent on the stream
 }
@@ -122,6 +125,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		nodes:   map[string]*node{},
 		streams: map[int64]*stream{},
 	}
+	s.refusals = newRefusalLog(cfg.Replica, deps.Now())
 	// ads=false: every sidecar subscribes to one type as a wildcard, so the
 	// ADS consistency hold has nothing to order and is better left out.
 	s.cache = cachev3.NewSnapshotCache(false, cachev3.IDHash{}, xdsLogger{deps.Log})
@@ -152,6 +156,7 @@ func (s *Server) Run(ctx context.Context) error {
 			if err := s.sync(ctx); err != nil {
 				s.log.Warn("reading policy from the store", "err", err)
 			}
+			s.flushRefusals(ctx)
 		}
 	}
 }

@@ -6,7 +6,11 @@ import (
 	"crypto/rand"
 	"log/slog"
 	"net"
+	"encoding/json"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,6 +49,8 @@ type env struct {
 	dir   string
 	addr  string
 	store store.Store
+	s     *Server
+	clock atomic.Int64 // nanoseconds added to time.Now
 }
 
 // start runs a control plane on loopback with an embedded store.
@@ -67,10 +73,11 @@ func start(t *testing.T) *env {
 		Admins:   mustPatterns(t, "spiffe://h.example/admin"),
 		Sidecars: mustPatterns(t, "spiffe://h.example/sidecar/*"),
 		Replica:  "test",
-	}, Deps{Store: e.store, Log: slog.New(slog.DiscardHandler)})
+	}, Deps{Store: e.store, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return time.Now().Add(time.Duration(e.clock.Load())) }})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.s = s
 	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.GRPCServerConfig(e.source("spiffe://h.example/cp"), identity.AllowPatterns(mustPatterns(t, "spiffe://h.example/*"))))))
 	s.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -215,5 +222,103 @@ func TestOnlyPolicySetsOverADS(t *testing.T) {
 	_, err := api.NewPolicyAdminClient(e.conn("spiffe://h.example/sidecar/a")).History(context.Background(), &api.HistoryRequest{})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("a sidecar read the policy history: %v", err)
+	}
+}
+
+// TestRefusalsAreAccessEvents: calls refused for the caller's identity or
+// node ID are in the audit store, under the control plane's own source,
+// and a flood of them is stored as a count.
+func TestRefusalsAreAccessEvents(t *testing.T) {
+	e := start(t)
+	e.apply(policy)
+	ctx := context.Background()
+	const sidecar = "spiffe://h.example/sidecar/a"
+
+	// A sidecar tries to change policy.
+	_, err := api.NewPolicyAdminClient(e.conn(sidecar)).Apply(ctx, &api.ApplyRequest{Documents: []*api.Document{{Name: "p.yaml", Yaml: []byte(policy)}}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a sidecar applied policy: %v", err)
+	}
+	// A sidecar subscribes under another sidecar's node ID.
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn(sidecar)).StreamAggregatedResources(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "spiffe://h.example/sidecar/b"}, TypeUrl: api.PolicySetType})
+	if _, err := st.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a forged node ID: %v", err)
+	}
+	// An admin sends access events.
+	es, err := api.NewAccessLogClient(e.conn("spiffe://h.example/admin")).Stream(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := es.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("an admin sent access events: %v", err)
+	}
+
+	type rec struct {
+		Kind, Route, Verdict, Outcome, Replica string
+		PeerID                                 string `json:"peer_id"`
+		PeerAddr                               string `json:"peer_addr"`
+		Reasons                                []string
+		Count                                  int
+	}
+	denied := func() ([]store.Entry, []rec) {
+		t.Helper()
+		entries, err := e.store.Query(ctx, store.Filter{Verdict: "deny"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := make([]rec, len(entries))
+		for i, en := range entries {
+			if err := json.Unmarshal(en.Record, &recs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return entries, recs
+	}
+	entries, recs := denied()
+	want := []struct{ route, peer, reason string }{
+		{"admin", sidecar, "not_allowed"},
+		{"ads", sidecar, "node_id_mismatch"},
+		{"events", "spiffe://h.example/admin", "not_allowed"},
+	}
+	if len(recs) != len(want) {
+		t.Fatalf("%d refusals stored, want %d: %+v", len(recs), len(want), recs)
+	}
+	for i, w := range want {
+		r, en := recs[i], entries[i]
+		if r.Kind != "control_plane" || r.Route != w.route || r.PeerID != w.peer || !slices.Equal(r.Reasons, []string{w.reason}) ||
+			r.Outcome != "refused" || r.Replica != "test" || !strings.HasPrefix(r.PeerAddr, "127.0.0.1:") {
+			t.Errorf("refusal %d: %+v, want route %s, peer %s, reason %s", i, r, w.route, w.peer, w.reason)
+		}
+		if !strings.HasPrefix(en.Source, "control-plane/test/") || en.Seq != uint64(i+1) {
+			t.Errorf("refusal %d stored as %s #%d, want control-plane/test/... #%d", i, en.Source, en.Seq, i+1)
+		}
+	}
+
+	// Past the limit in a minute, refusals are counted, and the count is
+	// stored when the minute is over.
+	admin := api.NewPolicyAdminClient(e.conn(sidecar))
+	extra := refusalBurst + 7 - len(want)
+	for range extra {
+		if _, err := admin.History(ctx, &api.HistoryRequest{}); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("a sidecar read the history: %v", err)
+		}
+	}
+	if _, recs := denied(); len(recs) != refusalBurst {
+		t.Fatalf("%d refusals stored within the minute, want the limit, %d", len(recs), refusalBurst)
+	}
+	e.clock.Add(int64(refusalWindow))
+	e.s.flushRefusals(ctx)
+	_, recs = denied()
+	if len(recs) != refusalBurst+1 {
+		t.Fatalf("%d refusals stored after the minute, want %d", len(recs), refusalBurst+1)
+	}
+	if last := recs[len(recs)-1]; last.Count != 7 || last.Route != "admin" || !slices.Equal(last.Reasons, []string{"over_record_limit"}) {
+		t.Errorf("the minute's count: %+v, want 7 admin calls over the limit", last)
 	}
 }

@@ -99,14 +99,12 @@ func (s *Server) onStreamOpen(ctx context.Context, id int64, typeURL string) err
 	if typeURL != "" {
 		return status.Error(codes.Unimplemented, "only the aggregated (ADS) stream is served")
 	}
-	pid, err := authorize(ctx, s.cfg.Sidecars, "subscribe to policy")
+	pid, err := s.admit(ctx, s.cfg.Sidecars, "ads", "subscribe to policy")
 	if err != nil {
-		s.m.refused.WithLabelValues("ads").Inc()
-		s.log.Warn("policy subscription refused", "err", err)
 		return err
 	}
 	s.mu.Lock()
-	s.streams[id] = &stream{peer: pid}
+	s.streams[id] = &stream{peer: pid, addr: peerAddr(ctx)}
 	s.mu.Unlock()
 	return nil
 }
@@ -148,9 +146,8 @@ func (s *Server) onStreamRequest(id int64, req *discovery.DiscoveryRequest) erro
 	nodeID := req.GetNode().GetId()
 	if nodeID != st.peer.String() {
 		s.mu.Unlock()
-		s.m.refused.WithLabelValues("ads").Inc()
-		s.log.Warn("policy subscription refused: node ID is not the SVID's SPIFFE ID", "node_id", nodeID, "spiffe_id", st.peer.String())
-		return status.Errorf(codes.PermissionDenied, "node ID %q is not the SPIFFE ID of the client certificate (%s)", nodeID, st.peer)
+		return s.refuse(context.Background(), "ads", st.peer, st.addr, "node_id_mismatch",
+			status.Errorf(codes.PermissionDenied, "node ID %q is not the SPIFFE ID of the client certificate (%s)", nodeID, st.peer))
 	}
 	ctx := context.Background()
 	n := s.nodeLocked(ctx, st.peer)
