@@ -123,7 +123,7 @@ func runControlPlane(ctx context.Context, args []string, environ map[string]stri
 	if err != nil {
 		return err
 	}
-	tlsCfg := identity.GRPCServerConfig(src, identity.AllowPatterns(append(append(identity.Patterns{}, admins...), sidecars...)))
+	tlsCfg := cp.RecordHandshakeRefusals(identity.GRPCServerConfig(src, identity.AllowPatterns(append(append(identity.Patterns{}, admins...), sidecars...))))
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),

@@ -58,7 +58,7 @@ func startDemoControlPlane(ctx context.Context, dir string, cpSrc, adminSrc, hos
 	if err != nil {
 		return fail(err)
 	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.GRPCServerConfig(cpSrc, identity.AllowPatterns(mustPatterns("spiffe://hospital.example/*"))))))
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(cp.RecordHandshakeRefusals(identity.GRPCServerConfig(cpSrc, identity.AllowPatterns(mustPatterns("spiffe://hospital.example/*")))))))
 	cp.Register(gs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

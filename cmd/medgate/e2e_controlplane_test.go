@@ -338,7 +338,8 @@ func storedRecords(t *testing.T, out string) []string {
 
 // TestE2EControlPlaneNodeIDMustBeTheSVID subscribes with a node ID that is
 // not the caller's SPIFFE ID: the control plane closes the stream without
-// sending anything.
+// sending anything. That refusal, and a handshake from another trust
+// domain, are access events in the audit store.
 func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 	ca := newTestCA(t, "hospital.example")
 	cp := startControlPlane(t, ca, nil)
@@ -371,7 +372,23 @@ func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 		t.Fatalf("want PermissionDenied, got %v", err)
 	}
 
-	// The refusal is an access event in the audit store, under the control
+	// A client from another trust domain is turned away in the handshake.
+	other := newTestCA(t, "other.example")
+	odir := other.issue("spiffe://other.example/intruder", time.Hour)
+	osrc, err := identity.NewFileSource(identity.FileConfig{CertFile: filepath.Join(odir, devca.SVIDFile), KeyFile: filepath.Join(odir, devca.KeyFile), Bundles: []string{other.bundle(), ca.bundle()}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oconn, err := agent.Dial(cp.in, osrc, identity.AllowID(spiffeid.RequireFromString(cpID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oconn.Close()
+	if _, err := api.NewPolicyAdminClient(oconn).History(ctx, &api.HistoryRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a client from another trust domain: %v, want Unavailable", err)
+	}
+
+	// Both refusals are access events in the audit store, under the control
 	// plane's own source.
 	out, err := runBinary(nil, "audit", "query", "--store", cp.store, "--verdict", "deny", "--format", "json")
 	if err != nil {
@@ -384,19 +401,24 @@ func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &entries); err != nil {
 		t.Fatalf("audit query output: %v\n%s", err, out)
 	}
-	var found bool
+	var forged, foreign bool
 	for _, e := range entries {
 		var r struct {
 			Kind    string   `json:"kind"`
+			Route   string   `json:"route"`
 			PeerID  string   `json:"peer_id"`
 			Reasons []string `json:"reasons"`
 		}
 		json.Unmarshal(e.Record, &r)
-		found = found || strings.HasPrefix(e.Source, "control-plane/") && r.Kind == "control_plane" &&
-			r.PeerID == "spiffe://hospital.example/eu/intruder" && slices.Equal(r.Reasons, []string{"node_id_mismatch"})
+		ours := strings.HasPrefix(e.Source, "control-plane/") && r.Kind == "control_plane"
+		forged = forged || ours && r.Route == "ads" && r.PeerID == "spiffe://hospital.example/eu/intruder" && slices.Equal(r.Reasons, []string{"node_id_mismatch"})
+		foreign = foreign || ours && r.Route == "tls" && r.PeerID == "spiffe://other.example/intruder" && slices.Equal(r.Reasons, []string{"unknown_trust_domain"})
 	}
-	if !found {
-		t.Errorf("no access event for the refused subscription in the store:\n%s", out)
+	if !forged {
+		t.Errorf("no access event for the forged node ID in the store:\n%s", out)
+	}
+	if !foreign {
+		t.Errorf("no access event for the handshake from another trust domain in the store:\n%s", out)
 	}
 }
 

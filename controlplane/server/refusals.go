@@ -3,8 +3,10 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"sync"
 	"time"
 
@@ -40,7 +42,7 @@ const (
 type refusal struct {
 	Time     time.Time `json:"time"`
 	Kind     string    `json:"kind"`  // "control_plane"
-	Route    string    `json:"route"` // the API: ads, events or admin
+	Route    string    `json:"route"` // the API: ads, events or admin, or tls for the handshake
 	PeerID   string    `json:"peer_id,omitempty"`
 	PeerAddr string    `json:"peer_addr,omitempty"`
 	Verdict  string    `json:"verdict"` // "deny"
@@ -91,6 +93,39 @@ func (s *Server) refuse(ctx context.Context, api string, caller spiffeid.ID, add
 	s.log.Warn("call refused", "api", api, "peer_id", r.PeerID, "peer_addr", addr, "reason", reason, "err", err)
 	s.record(ctx, r)
 	return err
+}
+
+// RecordHandshakeRefusals returns base, for the control plane's gRPC
+// server, with its certificate check wrapped: a client whose certificate
+// it refuses (another trust domain, an expired SVID, an ID that is neither
+// an admin nor a sidecar) is recorded as a refusal of api "tls", with the
+// client's address and, when the certificate carried one, its SPIFFE ID.
+// A client that sends no certificate at all fails inside crypto/tls,
+// before the check, and is not recorded.
+func (s *Server) RecordHandshakeRefusals(base *tls.Config) *tls.Config {
+	out := base.Clone()
+	out.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		addr := ""
+		if hello.Conn != nil {
+			addr = hello.Conn.RemoteAddr().String()
+		}
+		verify := c.VerifyConnection
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			err := verify(cs)
+			if err != nil {
+				var caller spiffeid.ID
+				var pe *identity.PeerError
+				if errors.As(err, &pe) {
+					caller = pe.ID
+				}
+				s.refuse(context.Background(), "tls", caller, addr, string(identity.Classify(err)), err)
+			}
+			return err
+		}
+		return c, nil
+	}
+	return out
 }
 
 // peerAddr is the address of the gRPC call's peer, or "".

@@ -78,7 +78,7 @@ func start(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.s = s
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.GRPCServerConfig(e.source("spiffe://h.example/cp"), identity.AllowPatterns(mustPatterns(t, "spiffe://h.example/*"))))))
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(s.RecordHandshakeRefusals(identity.GRPCServerConfig(e.source("spiffe://h.example/cp"), identity.AllowPatterns(mustPatterns(t, "spiffe://h.example/*")))))))
 	s.Register(g)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -321,4 +321,69 @@ func TestRefusalsAreAccessEvents(t *testing.T) {
 	if last := recs[len(recs)-1]; last.Count != 7 || last.Route != "admin" || !slices.Equal(last.Reasons, []string{"over_record_limit"}) {
 		t.Errorf("the minute's count: %+v, want 7 admin calls over the limit", last)
 	}
+}
+
+// TestHandshakeRefusalsAreAccessEvents: a client whose certificate the
+// control plane refuses in the TLS handshake is recorded with its address.
+func TestHandshakeRefusalsAreAccessEvents(t *testing.T) {
+	e := start(t)
+	ctx := context.Background()
+	// A client from another trust domain, which trusts the control plane.
+	other, err := devca.Init(filepath.Join(e.dir, "other-ca"), spiffeid.RequireTrustDomainFromString("other.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := other.Issue(spiffeid.RequireFromString("spiffe://other.example/intruder"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(e.dir, "intruder")
+	if err := other.WriteSVID(svid, out); err != nil {
+		t.Fatal(err)
+	}
+	e.source("spiffe://h.example/anyone") // writes h.example's bundle
+	src, err := identity.NewFileSource(identity.FileConfig{
+		CertFile: filepath.Join(out, devca.SVIDFile), KeyFile: filepath.Join(out, devca.KeyFile),
+		Bundles: []string{filepath.Join(out, devca.BundleFile), filepath.Join(e.dir, "anyone", devca.BundleFile)},
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := agent.Dial(e.addr, src, identity.AllowID(spiffeid.RequireFromString("spiffe://h.example/cp")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := api.NewPolicyAdminClient(c).History(hctx, &api.HistoryRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a client from another trust domain: %v, want Unavailable (handshake refused)", err)
+	}
+	var rec struct {
+		Route    string   `json:"route"`
+		PeerID   string   `json:"peer_id"`
+		PeerAddr string   `json:"peer_addr"`
+		Reasons  []string `json:"reasons"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries, err := e.store.Query(ctx, store.Filter{Verdict: "deny", Route: "tls"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) > 0 {
+			if err := json.Unmarshal(entries[0].Record, &rec); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no access event for the refused handshake")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.HasPrefix(rec.PeerAddr, "127.0.0.1:") || len(rec.Reasons) != 1 || rec.Reasons[0] == "" {
+		t.Errorf("refused handshake recorded as %+v, want the client's address and a reason", rec)
+	}
+	t.Logf("recorded: %+v", rec)
 }
