@@ -80,15 +80,19 @@ func (s *Server) commit(ctx context.Context, v store.PolicyVersion) (*api.ApplyR
 
 // version finds v in the history; "" is the current version.
 func (s *Server) version(ctx context.Context, v string) (*store.PolicyVersion, error) {
+	if v == "" {
+		cur, ok, err := s.store.CurrentPolicy(ctx)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "reading the current policy: %v", err)
+		}
+		if !ok {
+			return nil, status.Error(codes.NotFound, "no policy has been applied")
+		}
+		return &cur, nil
+	}
 	hist, err := s.store.Policies(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "reading the policy history: %v", err)
-	}
-	if len(hist) == 0 {
-		return nil, status.Error(codes.NotFound, "no policy has been applied")
-	}
-	if v == "" {
-		return &hist[len(hist)-1], nil
 	}
 	for i := len(hist) - 1; i >= 0; i-- {
 		if hist[i].Version == v {

@@ -164,14 +164,10 @@ func (s *Server) Run(ctx context.Context) error {
 // sync loads the current policy from the store and, when it changed,
 // rebuilds every known sidecar's set.
 func (s *Server) sync(ctx context.Context) error {
-	hist, err := s.store.Policies(ctx)
-	if err != nil {
+	cur, ok, err := s.store.CurrentPolicy(ctx)
+	if err != nil || !ok {
 		return err
 	}
-	if len(hist) == 0 {
-		return nil
-	}
-	cur := hist[len(hist)-1]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.current != nil && s.current.Version == cur.Version && s.current.Time.Equal(cur.Time) {

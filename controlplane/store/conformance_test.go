@@ -253,9 +253,15 @@ func testPoliciesStatus(t *testing.T, b backend) {
 		{Version: "3f2a", Documents: []Document{{Name: "a.yaml", YAML: []byte("kind: PolicySet\n")}},
 			Author: "spiffe://hospital.example/admin/bob", Time: t0.Add(2 * time.Hour), Action: "rollback", Comment: "rollback to 3f2a"},
 	}
-	for _, v := range pv {
+	if _, ok, err := s.CurrentPolicy(ctx); ok || err != nil {
+		t.Fatalf("CurrentPolicy of an empty history: ok %v, %v", ok, err)
+	}
+	for i, v := range pv {
 		if err := s.PutPolicy(ctx, v); err != nil {
 			t.Fatal(err)
+		}
+		if cur, ok, err := s.CurrentPolicy(ctx); err != nil || !ok || !cmp.Equal(cur, pv[i]) {
+			t.Fatalf("CurrentPolicy after %d versions: %+v, %v, %v; want %+v", i+1, cur, ok, err, pv[i])
 		}
 	}
 	if err := s.PutPolicy(ctx, PolicyVersion{Version: "x", Action: "delete"}); err == nil {
@@ -279,6 +285,13 @@ func testPoliciesStatus(t *testing.T, b backend) {
 		}
 		if diff := cmp.Diff(pv, gotP); diff != "" {
 			t.Errorf("policies (-want +got):\n%s", diff)
+		}
+		cur, ok, err := s.CurrentPolicy(ctx)
+		if err != nil || !ok {
+			t.Fatalf("CurrentPolicy: ok %v, %v", ok, err)
+		}
+		if diff := cmp.Diff(pv[len(pv)-1], cur); diff != "" {
+			t.Errorf("current policy (-want +got):\n%s", diff)
 		}
 		gotS, err := s.Statuses(ctx)
 		if err != nil {

@@ -55,6 +55,7 @@ type dirStore struct {
 	eventsSize  int64 // bytes of events.log that are durable
 	lastCP      uint64
 	nodes       map[string]NodeStatus
+	current     *PolicyVersion // last of the policy history; writable only
 
 	commitMu sync.Mutex // held while writing and syncing events.log
 	cpMu     sync.Mutex // held while writing checkpoints.log
@@ -131,7 +132,14 @@ func openDir(dir string, cfg Config, deps Deps) (_ *dirStore, err error) {
 	if err := s.recoverCheckpoints(); err != nil {
 		return nil, err
 	}
-	if s.polSize, err = s.recoverFile(s.policies, policiesFile, nil); err != nil {
+	if s.polSize, err = s.recoverFile(s.policies, policiesFile, func(p []byte) error {
+		v, err := decodeJSON[PolicyVersion](p, kindPolicy)
+		if err != nil {
+			return err
+		}
+		s.current = &v
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	if err := s.recoverStatus(); err != nil {
@@ -685,7 +693,33 @@ func (s *dirStore) PutPolicy(ctx context.Context, v PolicyVersion) error {
 		return fmt.Errorf("store: sync policy: %w", err)
 	}
 	s.polSize += int64(len(b))
+	s.mu.Lock()
+	s.current = &v
+	s.mu.Unlock()
 	return nil
+}
+
+// CurrentPolicy answers from memory in the writer, which is the only
+// process that adds to the history; a read-only store reads the file.
+func (s *dirStore) CurrentPolicy(ctx context.Context) (PolicyVersion, bool, error) {
+	if !s.readOnly {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.closed {
+			return PolicyVersion{}, false, ErrClosed
+		}
+		if s.current == nil {
+			return PolicyVersion{}, false, nil
+		}
+		v := *s.current
+		v.Documents = slices.Clone(v.Documents)
+		return v, true, nil
+	}
+	hist, err := s.Policies(ctx)
+	if err != nil || len(hist) == 0 {
+		return PolicyVersion{}, false, err
+	}
+	return hist[len(hist)-1], true, nil
 }
 
 func (s *dirStore) Policies(ctx context.Context) ([]PolicyVersion, error) {

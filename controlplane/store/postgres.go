@@ -503,6 +503,32 @@ func (s *pgStore) PutPolicy(ctx context.Context, v PolicyVersion) error {
 	return nil
 }
 
+func (s *pgStore) CurrentPolicy(ctx context.Context) (PolicyVersion, bool, error) {
+	var v PolicyVersion
+	var found bool
+	err := s.pool.with(ctx, func(c *pgx.Conn) error {
+		var docs []byte
+		err := c.QueryRow(ctx, `SELECT version, documents, author, time, action, comment FROM medgate_policies ORDER BY id DESC LIMIT 1`).
+			Scan(&v.Version, &docs, &v.Author, &v.Time, &v.Action, &v.Comment)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(docs, &v.Documents); err != nil {
+			return fmt.Errorf("%w: documents of policy version %s: %v", ErrCorrupt, v.Version, err)
+		}
+		v.Time = v.Time.UTC()
+		found = true
+		return nil
+	})
+	if err != nil {
+		return PolicyVersion{}, false, fmt.Errorf("store: read current policy: %w", err)
+	}
+	return v, found, nil
+}
+
 func (s *pgStore) Policies(ctx context.Context) ([]PolicyVersion, error) {
 	var out []PolicyVersion
 	err := s.pool.with(ctx, func(c *pgx.Conn) error {

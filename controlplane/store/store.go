@@ -116,6 +116,9 @@ type Store interface {
 	PutPolicy(ctx context.Context, v PolicyVersion) error
 	// Policies is the policy history, oldest first; the last is current.
 	Policies(ctx context.Context) ([]PolicyVersion, error)
+	// CurrentPolicy is the last entry of the policy history, without
+	// reading the rest; ok is false when the history is empty.
+	CurrentPolicy(ctx context.Context) (v PolicyVersion, ok bool, err error)
 	// PutStatus records s, replacing the previous status of s.Node.
 	PutStatus(ctx context.Context, s NodeStatus) error
 	// Statuses lists the last status of every node, ordered by Node.
