@@ -135,32 +135,55 @@ func (s *Server) rejudgeAll(trigger string) {
 	}
 }
 
-// refreshPosture sends the provider's token in band whenever it changes,
-// checking at two thirds of the current token's remaining life, until
-// done is closed.
-func (s *Server) refreshPosture(ss *session, sent []byte, expires time.Time, done <-chan struct{}) {
-	for {
-		wait := time.Until(expires) * 2 / 3
-		wait = min(max(wait, 200*time.Millisecond), 5*time.Minute)
-		select {
-		case <-done:
+// schedulePostureRefresh sends the provider's token in band whenever it
+// changes, checking at two thirds of the current token's remaining life
+// (from 200 ms to 5 minutes), until the returned func is called. It runs
+// on a timer, so a session waiting between checks holds no goroutine.
+func (s *Server) schedulePostureRefresh(ss *session, sent []byte, expires time.Time) (stop func()) {
+	next := func(exp time.Time) time.Duration {
+		return min(max(time.Until(exp)*2/3, 200*time.Millisecond), 5*time.Minute)
+	}
+	var (
+		mu      sync.Mutex
+		stopped bool
+		t       *time.Timer
+	)
+	// refresh runs on the timer's goroutine, one call at a time: the timer
+	// is set again only at its end.
+	refresh := func() {
+		mu.Lock()
+		done := stopped
+		mu.Unlock()
+		if done {
 			return
-		case <-time.After(wait):
 		}
 		token, exp, err := s.posture()
-		if err != nil {
+		switch {
+		case err != nil:
 			s.log.Warn("posture token unavailable; not refreshed", "route", ss.route, "session_id", ss.id, "err", err)
-			continue
-		}
-		if string(token) == string(sent) {
+		case string(token) == string(sent):
 			expires = exp
-			continue
+		default:
+			b, _ := json.Marshal(postureFrame{Token: string(token)})
+			if err := writeFrame(ss.tun, framePosture, b); err != nil {
+				return
+			}
+			sent, expires = token, exp
+			s.log.Debug("posture refreshed in band", "route", ss.route, "session_id", ss.id, "expires", exp)
 		}
-		b, _ := json.Marshal(postureFrame{Token: string(token)})
-		if err := writeFrame(ss.tun, framePosture, b); err != nil {
-			return
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			t.Reset(next(expires))
 		}
-		sent, expires = token, exp
-		s.log.Debug("posture refreshed in band", "route", ss.route, "session_id", ss.id, "expires", exp)
+	}
+	mu.Lock()
+	t = time.AfterFunc(next(expires), refresh)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
 	}
 }

@@ -103,10 +103,8 @@ func (s *Server) carry(ss *session) {
 			ss.adm.mu.Unlock()
 		}()
 	}
-	sessionDone := make(chan struct{})
-	defer close(sessionDone)
 	if ss.posture != nil && s.posture != nil {
-		go s.refreshPosture(ss, ss.posture, ss.postureExpires, sessionDone)
+		defer s.schedulePostureRefresh(ss, ss.posture, ss.postureExpires)()
 	}
 	fr := &frameReader{r: ss.tun}
 	if ss.adm != nil {
