@@ -17,6 +17,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -336,6 +337,22 @@ func storedRecords(t *testing.T, out string) []string {
 	return recs
 }
 
+// dialAs connects to cp's gRPC API with the SVID in dir, trusting
+// bundles.
+func dialAs(t *testing.T, cp *controlPlane, dir string, bundles ...string) *grpc.ClientConn {
+	t.Helper()
+	src, err := identity.NewFileSource(identity.FileConfig{CertFile: filepath.Join(dir, devca.SVIDFile), KeyFile: filepath.Join(dir, devca.KeyFile), Bundles: bundles}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := agent.Dial(cp.in, src, identity.AllowID(spiffeid.RequireFromString(cpID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // TestE2EControlPlaneNodeIDMustBeTheSVID subscribes with a node ID that is
 // not the caller's SPIFFE ID: the control plane closes the stream without
 // sending anything. That refusal, and a handshake from another trust
@@ -345,16 +362,7 @@ func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 	cp := startControlPlane(t, ca, nil)
 	cp.apply(t, cpPolicy("spiffe://hospital.example/eu/lab/*", ""))
 
-	dir := ca.issue("spiffe://hospital.example/eu/intruder", time.Hour)
-	src, err := identity.NewFileSource(identity.FileConfig{CertFile: filepath.Join(dir, devca.SVIDFile), KeyFile: filepath.Join(dir, devca.KeyFile), Bundles: []string{ca.bundle()}}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := agent.Dial(cp.in, src, identity.AllowID(spiffeid.RequireFromString(cpID)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialAs(t, cp, ca.issue("spiffe://hospital.example/eu/intruder", time.Hour), ca.bundle())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
@@ -374,16 +382,7 @@ func TestE2EControlPlaneNodeIDMustBeTheSVID(t *testing.T) {
 
 	// A client from another trust domain is turned away in the handshake.
 	other := newTestCA(t, "other.example")
-	odir := other.issue("spiffe://other.example/intruder", time.Hour)
-	osrc, err := identity.NewFileSource(identity.FileConfig{CertFile: filepath.Join(odir, devca.SVIDFile), KeyFile: filepath.Join(odir, devca.KeyFile), Bundles: []string{other.bundle(), ca.bundle()}}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	oconn, err := agent.Dial(cp.in, osrc, identity.AllowID(spiffeid.RequireFromString(cpID)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oconn.Close()
+	oconn := dialAs(t, cp, other.issue("spiffe://other.example/intruder", time.Hour), other.bundle(), ca.bundle())
 	if _, err := api.NewPolicyAdminClient(oconn).History(ctx, &api.HistoryRequest{}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("a client from another trust domain: %v, want Unavailable", err)
 	}
