@@ -31,7 +31,7 @@ type Writer struct {
 	sentHdr  bool
 	ad       [adSize]byte
 	seg      int     // segment size
-	bufp     *[]byte // pooled buffer of buf; nil when nothing is buffered
+	bufp     *[]byte // pooled buffer behind buf; nil until needed and after release
 	buf      []byte  // buffered plaintext; cap is the segment size
 	small    [smallRead]byte
 	index    uint64
