@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -50,8 +49,9 @@ var (
 	ErrCorrupt = errors.New("spool: corrupt")
 
 	// ErrUnsafePermissions means the spool directory or a file in it can
-	// be accessed by group or others.
-	ErrUnsafePermissions = errors.New("spool: unsafe permissions")
+	// be accessed by group or others. It is the keyring's error: one check
+	// guards every private file.
+	ErrUnsafePermissions = keys.ErrUnsafePermissions
 
 	// ErrLocked means another process has the spool open.
 	ErrLocked = errors.New("spool: in use by another process")
@@ -280,7 +280,7 @@ func Open(ctx context.Context, dir string, kr keys.Keyring, opt Options) (*Spool
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("spool: %s is not a directory", dir)
 	}
-	if err := checkPerm(dir, fi); err != nil {
+	if err := keys.CheckPrivate(dir, "spool directory", fi); err != nil {
 		return nil, err
 	}
 	lock, err := lockDir(dir)
@@ -298,21 +298,6 @@ func Open(ctx context.Context, dir string, kr keys.Keyring, opt Options) (*Spool
 		return nil, err
 	}
 	return s, nil
-}
-
-func checkPerm(path string, fi fs.FileInfo) error {
-	if runtime.GOOS == "windows" {
-		return nil // permission bits do not describe access there
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		want := "600"
-		if fi.IsDir() {
-			want = "700"
-		}
-		return fmt.Errorf("%w: %s has mode %04o, group or others can access it (chmod %s %s)",
-			ErrUnsafePermissions, path, perm, want, path)
-	}
-	return nil
 }
 
 func segName(base uint64) string { return fmt.Sprintf("%016x%s", base, segSuffix) }
@@ -356,7 +341,7 @@ func (s *Spool) recover(ctx context.Context) error {
 		if !fi.Mode().IsRegular() {
 			return fmt.Errorf("spool: %s is not a regular file", path)
 		}
-		if err := checkPerm(path, fi); err != nil {
+		if err := keys.CheckPrivate(path, "spool file", fi); err != nil {
 			return err
 		}
 		if isSeg {

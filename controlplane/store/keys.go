@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/medgate/medgate/crypto/keys"
 )
 
 // GenerateSigner creates a new Ed25519 checkpoint key and writes it to path
@@ -57,8 +59,8 @@ func LoadSigner(path string) (ed25519.PrivateKey, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("store: checkpoint key %s is not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("store: checkpoint key %s has mode %04o, which lets group or others read it: chmod 600 it", path, perm)
+	if err := keys.CheckPrivate(path, "checkpoint key", fi); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {

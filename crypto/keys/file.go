@@ -445,17 +445,20 @@ func checkMode(path, what string) error {
 	if err != nil {
 		return fmt.Errorf("keys: keyring %s: %w", what, err)
 	}
-	return checkInfoMode(path, what, fi)
+	return CheckPrivate(path, "keyring "+what, fi)
 }
 
 func checkFileMode(path string, fi os.FileInfo) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("keys: keyring %s is not a regular file", path)
 	}
-	return checkInfoMode(path, "file", fi)
+	return CheckPrivate(path, "keyring file", fi)
 }
 
-func checkInfoMode(path, what string, fi os.FileInfo) error {
+// CheckPrivate refuses a file or directory that group or others can
+// access: the error wraps ErrUnsafePermissions and names what and path,
+// and how to fix it. Permission bits are not checked on Windows.
+func CheckPrivate(path, what string, fi fs.FileInfo) error {
 	if runtime.GOOS == "windows" {
 		return nil // permission bits do not describe access there
 	}
@@ -464,7 +467,7 @@ func checkInfoMode(path, what string, fi os.FileInfo) error {
 		if fi.IsDir() {
 			want = "700"
 		}
-		return fmt.Errorf("%w: keyring %s %s has mode %04o, group or others can access it (chmod %s %s)",
+		return fmt.Errorf("%w: %s %s has mode %04o, group or others can access it (chmod %s %s)",
 			ErrUnsafePermissions, what, path, perm, want, path)
 	}
 	return nil
