@@ -19,6 +19,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/posture"
 )
 
@@ -166,7 +167,7 @@ func issuerInit(dir, name string, stdout io.Writer) error {
 		{"jwks.json", append(jwks, '\n'), 0o644},
 		{"issuer.json", append(meta, '\n'), 0o644},
 	} {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := keys.WriteFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return err
 		}
 	}
@@ -238,28 +239,7 @@ func issueToken(ctx context.Context, dir, svidPath, out string, ttl time.Duratio
 	if err != nil {
 		return time.Time{}, err
 	}
-	return claims.Expiry, writeAtomic(out, token, 0o600)
-}
-
-// writeAtomic replaces path with data so readers never see half a file.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return claims.Expiry, keys.WriteFileAtomic(out, token, 0o600)
 }
 
 // tokenFileProvider reads the posture token from path at every call, so an

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/medgate/medgate/controlplane/api"
 	"github.com/medgate/medgate/controlplane/policyset"
+	"github.com/medgate/medgate/crypto/keys"
 	"github.com/medgate/medgate/posture"
 )
 
@@ -168,31 +168,7 @@ func (a *Agent) saveCache(set *api.PolicySet) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(a.cfg.CacheFile)
-	tmp, err := os.CreateTemp(dir, ".policy-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), a.cfg.CacheFile); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return keys.WriteFileAtomic(a.cfg.CacheFile, data, 0o600)
 }
 
 // touchCache records that the control plane still serves the kept set.

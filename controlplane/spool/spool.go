@@ -695,7 +695,7 @@ func (s *Spool) createSegment(base uint64) (*segment, error) {
 		err = os.Rename(f.Name(), path)
 	}
 	if err == nil {
-		err = syncDir(s.dir)
+		err = keys.SyncDir(s.dir)
 	}
 	if err != nil {
 		f.Close()

@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/medgate/medgate/crypto/keys"
 )
 
 // The state file holds the ack watermark and a floor for the next seq:
@@ -85,44 +87,8 @@ func readState(dir string) (state, error) {
 
 // writeState replaces dir's state file atomically and durably.
 func writeState(dir string, st state) error {
-	if err := writeFileAtomic(dir, stateName, st.encode()); err != nil {
+	if err := keys.WriteFileAtomic(filepath.Join(dir, stateName), st.encode(), 0o600); err != nil {
 		return fmt.Errorf("spool: write state: %w", err)
 	}
 	return nil
-}
-
-// writeFileAtomic writes b to dir/name through a synced temporary file
-// renamed into place, then syncs dir so the rename survives a crash.
-func writeFileAtomic(dir, name string, b []byte) error {
-	tmp, err := os.CreateTemp(dir, tmpPrefix+name+"-*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/medgate/medgate/crypto/keys"
 )
 
 // File names inside an embedded store's directory.
@@ -330,12 +332,7 @@ func firstByte(p []byte) byte {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("store: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+	if err := keys.SyncDir(dir); err != nil {
 		return fmt.Errorf("store: sync directory: %w", err)
 	}
 	return nil

@@ -12,7 +12,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -409,32 +408,10 @@ func (f *File) save(st *fileState) error {
 	if err != nil {
 		return fmt.Errorf("keys: encode keyring: %w", err)
 	}
-	dir := filepath.Dir(f.path)
-	tmp, err := os.CreateTemp(dir, ".keyring-*.tmp")
-	if err != nil {
-		return fmt.Errorf("keys: write keyring: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(append(b, '\n'))
+	err = WriteFileAtomic(f.path, append(b, '\n'), 0o600)
 	clear(b)
-	if err == nil {
-		err = tmp.Chmod(0o600)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), f.path)
-	}
 	if err != nil {
 		return fmt.Errorf("keys: write keyring %s: %w", f.path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
@@ -453,22 +430,4 @@ func checkFileMode(path string, fi os.FileInfo) error {
 		return fmt.Errorf("keys: keyring %s is not a regular file", path)
 	}
 	return CheckPrivate(path, "keyring file", fi)
-}
-
-// CheckPrivate refuses a file or directory that group or others can
-// access: the error wraps ErrUnsafePermissions and names what and path,
-// and how to fix it. Permission bits are not checked on Windows.
-func CheckPrivate(path, what string, fi fs.FileInfo) error {
-	if runtime.GOOS == "windows" {
-		return nil // permission bits do not describe access there
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		want := "600"
-		if fi.IsDir() {
-			want = "700"
-		}
-		return fmt.Errorf("%w: %s %s has mode %04o, group or others can access it (chmod %s %s)",
-			ErrUnsafePermissions, what, path, perm, want, path)
-	}
-	return nil
 }

@@ -28,6 +28,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/medgate/medgate/crypto/keys"
 )
 
 // File names inside a CA directory and an issued SVID directory.
@@ -234,24 +236,8 @@ func (ca *CA) WriteSVID(svid *x509svid.SVID, dir string) error {
 // writeFile replaces path atomically so a reloading reader never sees half
 // a file.
 func writeFile(path string, data []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return fmt.Errorf("devca: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if err := keys.WriteFileAtomic(path, data, mode); err != nil {
 		return fmt.Errorf("devca: write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("devca: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("devca: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("devca: %w", err)
 	}
 	return nil
 }
