@@ -313,20 +313,7 @@ func (x *run) value(s syntax, h header, vr string, rl rule, top bool) error {
 		}
 	}
 	if reported {
-		// Events hold the keyed remap of a UID whether or not the profile
-		// remapped it: never the original.
-		r := ""
-		if orig := trimValue(v); orig != "" && x.m.keyer != nil {
-			r = x.m.keyer.UID(orig)
-		}
-		switch h.tag {
-		case tagStudyUID:
-			x.obj.StudyUID = r
-		case tagSeriesUID:
-			x.obj.SeriesUID = r
-		case tagSOPInstance:
-			x.obj.InstanceUID = r
-		}
+		x.reportUID(h.tag, trimValue(v))
 	}
 	if top && h.tag == tagPatientID {
 		return x.resolve(ctxKnown)
@@ -720,4 +707,22 @@ func (x *run) writeCodes(s syntax) error {
 		}
 	}
 	return x.emitHeader(s, tagSeqDelim, "", 0)
+}
+
+// reportUID puts the keyed remap of a top-level study, series or instance
+// UID in the object's access event, whether or not the profile remapped it:
+// events never hold the original.
+func (x *run) reportUID(tag uint32, orig string) {
+	r := ""
+	if orig != "" && x.m.keyer != nil {
+		r = x.m.keyer.UID(orig)
+	}
+	switch tag {
+	case tagStudyUID:
+		x.obj.StudyUID = r
+	case tagSeriesUID:
+		x.obj.SeriesUID = r
+	case tagSOPInstance:
+		x.obj.InstanceUID = r
+	}
 }

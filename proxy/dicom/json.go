@@ -346,16 +346,8 @@ func (x *run) jsonElement(out *bytes.Buffer, e *jsonElement, depth int, top bool
 		return true, nil
 	}
 	if top && (e.tag == tagStudyUID || e.tag == tagSeriesUID || e.tag == tagSOPInstance) {
-		if v, ok := x.jsonText(e); ok && v != "" && x.m.keyer != nil {
-			r := x.m.keyer.UID(strings.TrimSpace(v))
-			switch e.tag {
-			case tagStudyUID:
-				x.obj.StudyUID = r
-			case tagSeriesUID:
-				x.obj.SeriesUID = r
-			case tagSOPInstance:
-				x.obj.InstanceUID = r
-			}
+		if v, ok := x.jsonText(e); ok && strings.TrimSpace(v) != "" {
+			x.reportUID(e.tag, strings.TrimSpace(v))
 		}
 	}
 	switch rl.act {
