@@ -282,20 +282,7 @@ func (p *cpProc) heapInUseKiB() (float64, error) {
 // cpPolicy is the policy of one fan-out round: the round number changes
 // the admitted client, so each round is a new version for every sidecar.
 func cpPolicy(round int) []*api.Document {
-	return []*api.Document{{Name: "bench.yaml", Yaml: fmt.Appendf(nil, `apiVersion: medgate.io/v1
-kind: Jurisdictions
-metadata: {name: bench}
-spec:
-  codes: [EU]
-  bindings: [{id: "spiffe://bench.example/*", jurisdiction: EU}]
----
-apiVersion: medgate.io/v1
-kind: ResidencyRules
-metadata: {name: bench}
-spec:
-  rules: [{dataClass: records, from: EU, to: EU, action: allow}]
----
-apiVersion: medgate.io/v1
+	return []*api.Document{{Name: "bench.yaml", Yaml: fmt.Appendf(nil, benchSites+`apiVersion: medgate.io/v1
 kind: AccessPolicy
 metadata: {name: default}
 spec:

@@ -35,7 +35,9 @@ type benchPKI struct {
 	policy, token          string // a policy with a posture profile, and the client's token
 }
 
-const benchPolicy = `apiVersion: medgate.io/v1
+// benchSites puts every bench identity in one jurisdiction whose records
+// stay in it; the policies below add their access rules to it.
+const benchSites = `apiVersion: medgate.io/v1
 kind: Jurisdictions
 metadata: {name: bench}
 spec:
@@ -48,7 +50,9 @@ metadata: {name: bench}
 spec:
   rules: [{dataClass: records, from: EU, to: EU, action: allow}]
 ---
-apiVersion: medgate.io/v1
+`
+
+const benchPolicy = benchSites + `apiVersion: medgate.io/v1
 kind: PostureProfile
 metadata: {name: workstation}
 spec:
