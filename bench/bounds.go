@@ -219,20 +219,11 @@ func medianRow(config string, samples []map[string]float64) boundsRow {
 }
 
 func measureBounds(ctx context.Context, o options, stdout io.Writer) error {
-	work, err := os.MkdirTemp("", "medgate-bounds")
+	work, sink, pki, done, err := setup("medgate-bounds")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	sink, err := startSink()
-	if err != nil {
-		return err
-	}
-	defer sink.Close()
-	pki, err := newBenchPKI(work)
-	if err != nil {
-		return err
-	}
+	defer done()
 	o.stats = true
 	configs, notes, err := startConfigs(ctx, o, sink, pki, work, stdout)
 	for _, c := range configs {

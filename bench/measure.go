@@ -26,20 +26,11 @@ type config struct {
 func measure(ctx context.Context, o options, stdout io.Writer) (*Results, error) {
 	host, _ := os.Hostname()
 	res := &Results{Time: time.Now().UTC(), Host: host, Rounds: o.rounds, Figures: map[string][]Figure{}}
-	work, err := os.MkdirTemp("", "medgate-bench")
+	work, sink, pki, done, err := setup("medgate-bench")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(work)
-	sink, err := startSink()
-	if err != nil {
-		return nil, err
-	}
-	defer sink.Close()
-	pki, err := newBenchPKI(work)
-	if err != nil {
-		return nil, err
-	}
+	defer done()
 
 	configs, notes, err := startConfigs(ctx, o, sink, pki, work, stdout)
 	for _, c := range configs {

@@ -27,6 +27,24 @@ import (
 	"github.com/medgate/medgate/posture"
 )
 
+// setup makes a work directory named after prefix, a sink and the PKI
+// every configuration of a run shares; done removes them.
+func setup(prefix string) (work string, s *sink, pki *benchPKI, done func(), err error) {
+	if work, err = os.MkdirTemp("", prefix); err != nil {
+		return "", nil, nil, nil, err
+	}
+	if s, err = startSink(); err != nil {
+		os.RemoveAll(work)
+		return "", nil, nil, nil, err
+	}
+	if pki, err = newBenchPKI(work); err != nil {
+		s.Close()
+		os.RemoveAll(work)
+		return "", nil, nil, nil, err
+	}
+	return work, s, pki, func() { s.Close(); os.RemoveAll(work) }, nil
+}
+
 // benchPKI holds ECDSA P-256 SVIDs for the two ends of every TLS pair, so
 // all TLS configurations use the same certificates.
 type benchPKI struct {

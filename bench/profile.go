@@ -31,20 +31,11 @@ func profileInProcess(ctx context.Context, o options, dir string, stdout io.Writ
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "medgate-profile")
+	work, sink, pki, done, err := setup("medgate-profile")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	sink, err := startSink()
-	if err != nil {
-		return err
-	}
-	defer sink.Close()
-	pki, err := newBenchPKI(work)
-	if err != nil {
-		return err
-	}
+	defer done()
 	logf, err := os.Create(filepath.Join(work, "sidecars.log"))
 	if err != nil {
 		return err
